@@ -1,0 +1,473 @@
+"""The SQL log: rows in, rows out, one writer, one poller.
+
+This layer knows rows and revisions, not keys' meaning (that is logstructured's
+job). It provides:
+
+- reads: the newest row of a key, the newest live rows of a range, counts, and
+  rows after a revision (history) - each at a revision;
+- group commit: write jobs (async functions over a ``LogTx``) queue up and one
+  writer task runs everything queued in one SQL transaction. Each job keeps its
+  own outcome: a job that hits the unique (name, prev_revision) constraint, i.e.
+  lost a compare-and-swap race with another process, is retried alone;
+- the poll loop: rows after the last seen revision, in id order, handed to one
+  subscriber. Local commits wake it at once; a timer (and a bus notice from other
+  kine processes) covers writes made elsewhere. Ids taken by transactions that
+  are not committed yet show up as gaps: a gap is re-polled once, then filled
+  with a ``gap-N`` tombstone so no event can ever arrive behind a later one;
+- compaction in short batches through the same writer, so it never holds the
+  database for long and never races a write for SQLite's lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from services.kine import types
+from services.kine.dialects import base
+from services.machinery import tasks
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+POLL_BATCH = 500
+MAX_BATCH = 500  # write jobs per group commit
+CAS_RETRIES = 20
+GAP_RETRY_DELAY = 0.002
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Row:
+    id: int
+    name: bytes
+    created: bool
+    deleted: bool
+    create_revision: int
+    prev_revision: int
+    lease: int
+    value: bytes | None
+    old_value: bytes | None
+
+    @property
+    def is_gap(self) -> bool:
+        return self.deleted and self.prev_revision == 0 and self.name.startswith(b"gap-")
+
+
+class LogTx:
+    """What a write job sees: reads and appends inside the group-commit transaction."""
+
+    def __init__(self, log_: SqlLog, tx: base.Tx) -> None:
+        self._log = log_
+        self._tx = tx
+        self.last_id = 0
+
+    async def latest(self, key: bytes) -> Row | None:
+        d = self._log.dialect
+        rows = await self._tx.query(d.latest(at_revision=False), (d.encode_key(key),))
+        return self._log.row(rows[0]) if rows else None
+
+    async def list(self, start: bytes, end: bytes, *, limit: int = 0) -> list[Row]:
+        sql, args = self._log.range_query(start, end, revision=None, limit=limit, count=False)
+        return [self._log.row(r) for r in await self._tx.query(sql, args)]
+
+    async def append(
+        self,
+        name: bytes,
+        *,
+        created: bool = False,
+        deleted: bool = False,
+        create_revision: int = 0,
+        prev_revision: int = 0,
+        lease: int = 0,
+        value: bytes | None = None,
+        old_value: bytes | None = None,
+    ) -> int:
+        d = self._log.dialect
+        args = (
+            d.encode_key(name),
+            int(created),
+            int(deleted),
+            create_revision,
+            prev_revision,
+            lease,
+            value,
+            old_value,
+        )
+        rows = await self._tx.query(d.insert, args)
+        row_id = int(rows[0][0])
+        self.last_id = max(self.last_id, row_id)
+        return row_id
+
+    async def query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple]:
+        return await self._tx.query(sql, args)
+
+    async def execute(self, sql: str, args: tuple[Any, ...] = ()) -> int:
+        return await self._tx.execute(sql, args)
+
+    def savepoint(self) -> Any:
+        return self._tx.savepoint()
+
+
+Job = Callable[[LogTx], Awaitable[Any]]
+
+
+@dataclasses.dataclass(slots=True)
+class _Pending:
+    job: Job
+    future: asyncio.Future[Any]
+    savepoint: bool
+
+
+class SqlLog:
+    def __init__(self, dialect: base.Dialect, db: base.Database, *, poll_interval: float = 1.0) -> None:
+        self.dialect = dialect
+        self.db = db
+        self._poll_interval = poll_interval
+        self._queue: list[_Pending] = []
+        self._queue_ready = asyncio.Event()
+        self._poll_wake = asyncio.Event()
+        self._current = 0  # newest revision known to exist (committed)
+        self._polled = 0  # newest revision handed to the subscriber, gaps included
+        self._polled_changed = asyncio.Condition()
+        self._subscriber: Callable[[list[Row]], None] | None = None
+        self._on_commit: list[Callable[[int], None]] = []
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._failed: BaseException | None = None
+        self._stopped = asyncio.Event()
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def start(self, *, subscriber: Callable[[list[Row]], None]) -> None:
+        self._subscriber = subscriber
+        await self._setup_rows()
+        self._current = await self._query_current()
+        self._polled = self._current
+        self._tasks = [
+            tasks.guarded(self._writer_loop(), name="kine writer", on_failure=self._fail),
+            tasks.guarded(self._poll_loop(), name="kine poll loop", on_failure=self._fail),
+        ]
+
+    async def stop(self) -> None:
+        await tasks.cancel_all(self._tasks)
+        for pending in self._queue:
+            if not pending.future.done():
+                pending.future.set_exception(types.DatastoreError("kine is stopping"))
+        self._queue.clear()
+        self._stopped.set()
+
+    def _fail(self, exc: BaseException | None) -> None:
+        self._failed = exc or RuntimeError("loop exited")
+        self._stopped.set()
+
+    async def wait_stopped(self) -> BaseException | None:
+        await self._stopped.wait()
+        return self._failed
+
+    def on_commit(self, callback: Callable[[int], None]) -> None:
+        """Call ``callback(revision)`` after each local commit (e.g. to notify other processes)."""
+        self._on_commit.append(callback)
+
+    async def _setup_rows(self) -> None:
+        async def setup(tx: LogTx) -> None:
+            if not await tx.latest(base.COMPACT_KEY.encode()):
+                await tx.append(base.COMPACT_KEY.encode(), created=True, value=b"", old_value=b"")
+            if not await tx.latest(b"/registry/health"):
+                await tx.append(b"/registry/health", created=True, value=b'{"health":"true"}')
+
+        async with self.db.transaction() as tx:
+            await setup(LogTx(self, tx))
+
+    # -- reads ------------------------------------------------------------------------
+
+    def row(self, raw: tuple) -> Row:
+        rid, name, created, deleted, create_rev, prev_rev, lease, value, old_value = raw
+        return Row(
+            id=int(rid),
+            name=self.dialect.decode_key(name),
+            created=bool(created),
+            deleted=bool(deleted),
+            create_revision=int(create_rev or 0),
+            prev_revision=int(prev_rev or 0),
+            lease=int(lease or 0),
+            value=bytes(value) if value is not None else None,
+            old_value=bytes(old_value) if old_value is not None else None,
+        )
+
+    async def _query_current(self) -> int:
+        rows = await self.db.query(self.dialect.current_revision)
+        return int(rows[0][0] or 0)
+
+    async def current_revision(self) -> int:
+        if self.dialect.shared:
+            self._current = max(self._current, await self._query_current())
+        return self._current
+
+    async def compact_revision(self) -> int:
+        rows = await self.db.query(self.dialect.compact_revision)
+        return int(rows[0][0] or 0) if rows else 0
+
+    async def get(self, key: bytes, *, revision: int) -> Row | None:
+        d = self.dialect
+        rows = await self.db.query(d.latest(at_revision=True), (d.encode_key(key), revision))
+        return self.row(rows[0]) if rows else None
+
+    def range_query(
+        self, start: bytes, end: bytes, *, revision: int | None, limit: int, count: bool
+    ) -> tuple[str, list[Any]]:
+        """SQL and arguments for the newest live rows of [start, end) (end b"\\0": no upper bound)."""
+        d = self.dialect
+        start, end, exclusive = self._bounds(start, end)
+        bounded = end != b"\x00"
+        args: list[Any] = [d.encode_key(start)]
+        if bounded:
+            args.append(d.encode_key(end))
+        args.append(revision if revision is not None else 2**62)
+        sql = d.range(exclusive_start=exclusive, bounded=bounded, count=count, limit=limit > 0 and not count)
+        if limit > 0 and not count:
+            args.append(limit)
+        return sql, args
+
+    def _bounds(self, start: bytes, end: bytes) -> tuple[bytes, bytes, bool]:
+        """(start, end, exclusive start) that a dialect whose keys cannot hold NUL can bind."""
+        if self.dialect.nul_in_keys:
+            return start, end, False
+        exclusive = False
+        if start.endswith(b"\x00"):
+            start, exclusive = start[:-1], True  # ">= k\0" is "> k" when no key holds NUL
+        if end != b"\x00" and end.endswith(b"\x00"):
+            end = end[:-1] + b"\x01"  # "< k\0" is "< k\1" when no key holds NUL
+        return start, end, exclusive
+
+    async def list(self, start: bytes, end: bytes, *, revision: int, limit: int = 0) -> list[Row]:
+        sql, args = self.range_query(start, end, revision=revision, limit=limit, count=False)
+        return [self.row(r) for r in await self.db.query(sql, args)]
+
+    async def count(self, start: bytes, end: bytes, *, revision: int) -> int:
+        sql, args = self.range_query(start, end, revision=revision, limit=0, count=True)
+        rows = await self.db.query(sql, args)
+        return int(rows[0][0] or 0)
+
+    async def history(
+        self, start: bytes | None, end: bytes, *, after: int, upto: int, limit: int = POLL_BATCH
+    ) -> list[Row]:
+        """Rows with after < id <= upto, oldest first; only [start, end) unless start is None."""
+        d = self.dialect
+        if start is None:
+            rows = await self.db.query(d.after(ranged=False), (after, upto, limit))
+        else:
+            start, end, exclusive = self._bounds(start, end)
+            bounded = end != b"\x00"
+            args: list[Any] = [after, upto, d.encode_key(start)]
+            if bounded:
+                args.append(d.encode_key(end))
+            args.append(limit)
+            rows = await self.db.query(d.after(ranged=True, exclusive_start=exclusive, bounded=bounded), args)
+        return [self.row(r) for r in rows]
+
+    async def size(self) -> int:
+        return await self.db.size()
+
+    # -- group commit -----------------------------------------------------------------
+
+    async def write(self, job: Job, *, savepoint: bool = False) -> Any:
+        """Run ``job`` in the next group commit; return its result or raise its error.
+
+        ``savepoint`` asks for the job's writes to be undone as one if it fails
+        halfway (jobs with several appends).
+        """
+        if self._stopped.is_set():
+            raise types.DatastoreError("kine is not running")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(job, future, savepoint or self.dialect.needs_savepoints))
+        self._queue_ready.set()
+        return await future
+
+    async def _writer_loop(self) -> None:
+        while True:
+            await self._queue_ready.wait()
+            self._queue_ready.clear()
+            while self._queue:
+                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                await self._commit(batch)
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        outcomes: list[tuple[bool, Any]] = []
+        last_id = 0
+        try:
+            async with self.db.transaction() as tx:
+                for pending in batch:
+                    ltx = LogTx(self, tx)
+                    outcomes.append(await self._run(ltx, pending))
+                    last_id = max(last_id, ltx.last_id)
+        except Exception as exc:
+            if len(batch) > 1:
+                # Something broke the shared transaction: give every job its own.
+                log.debug("group commit of %d failed (%s); retrying one by one", len(batch), exc)
+                for pending in batch:
+                    await self._commit([pending])
+                return
+            self._resolve(batch[0].future, False, self._datastore_error(exc))
+            return
+        if last_id:
+            self._current = max(self._current, last_id)
+            self._poll_wake.set()
+            for callback in self._on_commit:
+                callback(last_id)
+        for pending, (ok, value) in zip(batch, outcomes, strict=True):
+            self._resolve(pending.future, ok, value)
+
+    async def _run(self, ltx: LogTx, pending: _Pending) -> tuple[bool, Any]:
+        for _attempt in range(CAS_RETRIES):
+            try:
+                if pending.savepoint:
+                    async with ltx.savepoint():
+                        return True, await pending.job(ltx)
+                return True, await pending.job(ltx)
+            except base.UniqueViolation:
+                # Another process wrote the same key (or took the id) first: re-read and retry.
+                ltx.last_id = 0
+                continue
+            except types.StoreError as exc:
+                return False, exc
+        return False, types.DatastoreError("too many conflicting writers on one key")
+
+    @staticmethod
+    def _resolve(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+        if future.done():
+            return
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+    def _datastore_error(self, exc: BaseException) -> types.StoreError:
+        if isinstance(exc, types.StoreError):
+            return exc
+        log.warning("datastore write failed: %s: %s", type(exc).__name__, exc)
+        return types.DatastoreError(f"datastore write failed: {type(exc).__name__}")
+
+    # -- the poll loop ------------------------------------------------------------------
+
+    def notify(self, revision: int = 0) -> None:
+        """Wake the poll loop (a local or remote write at ``revision`` happened)."""
+        if revision == 0 or revision > self._polled:
+            self._poll_wake.set()
+
+    async def _poll_loop(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._poll_wake.wait(), self._poll_interval)
+            except TimeoutError:
+                pass
+            self._poll_wake.clear()
+            try:
+                await self._poll_once()
+            except types.StoreError:
+                raise
+            except Exception as exc:
+                log.warning("poll failed, retrying: %s: %s", type(exc).__name__, exc)
+
+    async def _poll_once(self) -> None:
+        gap_seen: int | None = None
+        while True:
+            rows = await self.history(None, b"", after=self._polled, upto=2**62, limit=POLL_BATCH)
+            if not rows:
+                return
+            good = self._contiguous(rows)
+            if good:
+                await self._deliver(good)
+            if len(good) == len(rows):
+                if len(rows) < POLL_BATCH:
+                    return
+                continue
+            gap = self._polled + 1
+            if gap_seen != gap:
+                gap_seen = gap
+                await asyncio.sleep(GAP_RETRY_DELAY)
+                continue
+            await self._fill_gap(gap)
+
+    def _contiguous(self, rows: list[Row]) -> list[Row]:
+        expected = self._polled + 1
+        for i, row in enumerate(rows):
+            if row.id != expected:
+                return rows[:i]
+            expected += 1
+        return rows
+
+    async def _fill_gap(self, gap: int) -> None:
+        async def fill(tx: LogTx) -> None:
+            await tx.execute(self.dialect.gap_insert, (gap, self.dialect.encode_key(f"gap-{gap}".encode())))
+
+        try:
+            async with self.db.transaction() as tx:
+                await fill(LogTx(self, tx))
+            log.debug("filled revision gap %d", gap)
+        except base.UniqueViolation:
+            pass  # the real row committed meanwhile; the next poll reads it
+
+    async def _deliver(self, rows: list[Row]) -> None:
+        self._polled = rows[-1].id
+        self._current = max(self._current, self._polled)
+        assert self._subscriber is not None
+        self._subscriber([r for r in rows if not r.is_gap])
+        async with self._polled_changed:
+            self._polled_changed.notify_all()
+
+    @property
+    def polled_revision(self) -> int:
+        return self._polled
+
+    async def wait_polled(self, revision: int) -> int:
+        """Wait until every row up to ``revision`` has been handed to the subscriber."""
+        self.notify()
+        async with self._polled_changed:
+            await self._polled_changed.wait_for(lambda: self._polled >= revision)
+        return self._polled
+
+    # -- compaction -------------------------------------------------------------------------
+
+    async def compact(self, target: int, *, batch_size: int, min_retain: int) -> int:
+        """Compact up to ``target`` in short batches, keeping the newest ``min_retain`` revisions."""
+        started = time.monotonic()
+        compacted = deleted = 0
+        while True:
+            step = await self.write(
+                self._compaction_step(target, batch_size=batch_size, min_retain=min_retain)
+            )
+            compacted, rows, done = step
+            deleted += rows
+            if done:
+                break
+        await self.db.after_compaction()
+        log.debug(
+            "COMPACT target=%d => rev=%d deleted=%d in %.3fs",
+            target,
+            compacted,
+            deleted,
+            time.monotonic() - started,
+        )
+        return compacted
+
+    def _compaction_step(self, target: int, *, batch_size: int, min_retain: int) -> Job:
+        d = self.dialect
+
+        async def step(tx: LogTx) -> tuple[int, int, bool]:
+            current = int((await tx.query(d.current_revision))[0][0] or 0)
+            rows = await tx.query(d.compact_revision)
+            stored = int(rows[0][0] or 0) if rows else 0
+            goal = min(target, current - min_retain)
+            if goal <= stored:
+                return stored, 0, True
+            end = min(stored + batch_size, goal)
+            deleted = await tx.execute(d.superseded, (stored, end))
+            deleted += await tx.execute(d.compact_deleted, (stored, end))
+            await tx.execute(d.set_compact_revision, (end,))
+            return end, deleted, end >= goal
+
+        return step

@@ -1,0 +1,56 @@
+"""Guarded background tasks: named, owned, and loud when they die.
+
+Every background loop in a component runs through ``guarded``: cancellation
+passes through untouched, an unexpected exit or failure is logged once with the
+task's name, and the owner's ``on_failure`` is told so it can stop itself
+(a component whose root loop died must not limp on).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def guarded(
+    coro: Coroutine[Any, Any, Any],
+    *,
+    name: str,
+    on_failure: Callable[[BaseException | None], None] | None = None,
+) -> asyncio.Task[Any]:
+    """Start ``coro`` as a named task that logs "X failed" / "X exited unexpectedly"."""
+
+    async def run() -> None:
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("%s failed", name)
+            if on_failure is not None:
+                on_failure(exc)
+            return
+        log.error("%s exited unexpectedly", name)
+        if on_failure is not None:
+            on_failure(None)
+
+    return asyncio.get_running_loop().create_task(run(), name=name)
+
+
+async def cancel_all(tasks: list[asyncio.Task[Any]]) -> None:
+    """Cancel tasks and wait for them to finish (idempotent)."""
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        try:
+            await task
+        except asyncio.CancelledError:
+            if not task.cancelled():
+                raise
+            # The task we cancelled ended as asked. If *we* are being cancelled,
+            # the next await re-raises it, so nothing is swallowed.
+    tasks.clear()
