@@ -38,7 +38,10 @@ def guarded(
         if on_failure is not None:
             on_failure(None)
 
-    return asyncio.get_running_loop().create_task(run(), name=name)
+    task = asyncio.get_running_loop().create_task(run(), name=name)
+    # A task cancelled before its first step never awaited ``coro``: close it quietly.
+    task.add_done_callback(lambda _: coro.close())
+    return task
 
 
 async def cancel_all(tasks: list[asyncio.Task[Any]]) -> None:

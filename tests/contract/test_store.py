@@ -12,10 +12,11 @@ from services.kine.logstructured import store
 pytestmark = pytest.mark.asyncio
 
 
-async def next_events(watch: t.Watch, count: int, *, timeout: float = 5.0) -> list[t.Event]:
+async def next_events(watch: t.Watch, count: int) -> list[t.Event]:
     events: list[t.Event] = []
-    while len(events) < count:
-        events.extend(await asyncio.wait_for(watch.next_batch(), timeout))
+    async with asyncio.timeout(5):
+        while len(events) < count:
+            events.extend(await watch.next_batch())
     return events
 
 
@@ -271,7 +272,7 @@ async def test_lease_expiry_deletes_keys(open_store) -> None:
     lease = await kv.lease_grant(1)
     await kv.put(b"/ttl", b"x", lease=lease.id)
     watch = await kv.watch(b"/ttl")
-    events = await next_events(watch, 1, timeout=5)
+    events = await next_events(watch, 1)
     assert events[0].type == t.EventType.DELETE
     with pytest.raises(t.LeaseNotFoundError):
         await kv.lease_keepalive(lease.id)

