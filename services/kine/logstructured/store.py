@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from typing import Any
 
 from services.kine import settings as settings_
@@ -34,6 +35,9 @@ class LogStructured:
         self.hub = watch.WatchHub(log_, buffer=settings.watch_buffer)
         self.leases = leases_.Leases(log_, self)
         self.compactions = 0
+        # Set by whoever wires kine: an object with compactions / compaction_failures
+        # counters and a compaction_seconds histogram (prometheus-style, duck typed).
+        self.metrics: Any = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopped = False
 
@@ -250,10 +254,19 @@ class LogStructured:
         return await self._compact(revision)
 
     async def _compact(self, target: int) -> int:
-        compacted = await self.log.compact(
-            target, batch_size=self.settings.compact_batch_size, min_retain=self.settings.compact_min_retain
-        )
+        started = time.monotonic()
+        try:
+            compacted = await self.log.compact(
+                target, batch_size=self.settings.compact_batch_size, min_retain=self.settings.compact_min_retain
+            )
+        except types.StoreError:
+            if self.metrics is not None:
+                self.metrics.compaction_failures.inc()
+            raise
         self.compactions += 1
+        if self.metrics is not None:
+            self.metrics.compactions.inc()
+            self.metrics.compaction_seconds.observe(time.monotonic() - started)
         return compacted
 
     async def _compact_loop(self) -> None:
