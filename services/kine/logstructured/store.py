@@ -128,10 +128,26 @@ class LogStructured:
         return result
 
     async def _put(
-        self, tx: sqllog.LogTx, key: bytes, value: bytes, *, lease: int, want_prev: bool
+        self,
+        tx: sqllog.LogTx,
+        key: bytes,
+        value: bytes,
+        *,
+        lease: int,
+        want_prev: bool,
+        latest: sqllog.Row | None | bool = False,
     ) -> types.PutResult:
+        """Append a put after ``latest`` (read here unless the caller already holds it).
+
+        A caller that compared against a row must pass that row: the append then
+        names it as prev_revision, so if anyone wrote after it the unique index
+        refuses the append, even when the database would let a second read see
+        the newer row (READ COMMITTED).
+        """
         name = rows.stored_name(key)
-        latest = await tx.latest(name)
+        if latest is False:
+            latest = await tx.latest(name)
+        assert latest is not True
         versioned = name == rows.STORED_COMPACT_KEY
         if latest is not None and not latest.deleted:
             prev = rows.to_kv(latest)
@@ -162,12 +178,20 @@ class LogStructured:
         )
 
     async def _delete_range(
-        self, tx: sqllog.LogTx, key: bytes, range_end: bytes, *, want_prev: bool
+        self,
+        tx: sqllog.LogTx,
+        key: bytes,
+        range_end: bytes,
+        *,
+        want_prev: bool,
+        latest: sqllog.Row | None | bool = False,
     ) -> types.DeleteResult:
         if range_end:
             targets = await tx.list(key, range_end)
         else:
-            latest = await tx.latest(rows.stored_name(key))
+            if latest is False:
+                latest = await tx.latest(rows.stored_name(key))
+            assert latest is not True
             targets = [latest] if latest is not None and not latest.deleted else []
         revision = 0
         for row in targets:
@@ -219,13 +243,17 @@ class LogStructured:
             if isinstance(op, types.RangeOp):
                 responses.append(await self._txn_range(tx, op, latest))
                 continue
-            seen.clear()  # a write changes what later reads in this transaction see
             if isinstance(op, types.PutOp):
                 if op.lease:
                     await self.leases.check(tx, op.lease)
-                result: Any = await self._put(tx, op.key, op.value, lease=op.lease, want_prev=op.prev_kv)
+                result: Any = await self._put(
+                    tx, op.key, op.value, lease=op.lease, want_prev=op.prev_kv, latest=await latest(op.key)
+                )
             else:
-                result = await self._delete_range(tx, op.key, op.range_end, want_prev=op.prev_kv)
+                result = await self._delete_range(
+                    tx, op.key, op.range_end, want_prev=op.prev_kv, latest=None if op.range_end else await latest(op.key)
+                )
+            seen.clear()  # later reads in this transaction see this write (re-read inside the transaction)
             revision = max(revision, result.revision)
             responses.append(result)
         return succeeded, responses, revision
