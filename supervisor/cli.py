@@ -32,7 +32,7 @@ import services.bus
 from services.bus import types as bus_types
 from services.kine import settings as kine_settings
 from services.kine import types as kine_types
-from supervisor import config, process
+from supervisor import config, pki, process, profiles, tokens
 from supervisor import nats as nats_server
 
 logger = logging.getLogger(__name__)
@@ -42,7 +42,6 @@ EXIT_OK = 0
 EXIT_FAILED = 1  # a component died or the stop had to be forced
 EXIT_USER_ERROR = process.PERMANENT_EXIT_CODE
 FORCE_EXIT_AFTER = 5.0  # seconds after a second signal before the process ends regardless
-EDGE_BUS_URL = "memory://k3s-edge"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -64,6 +63,8 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     bus_types.BusError,
     process.ProcessError,
     nats_server.NatsError,
+    pki.PkiError,
+    tokens.TokenError,
 )
 
 
@@ -167,6 +168,7 @@ def build_parser() -> Parser:
     )
     add_options(components.add_parser("kine", help="kine: etcd v3 API on a SQL datastore"), "run kine")
     add_options(components.add_parser("nats", help="the bundled nats-server, on loopback"), "run nats")
+    add_options(components.add_parser("apiserver", help="the Kubernetes API server (HTTPS)"), "run apiserver")
     return parser
 
 
@@ -210,24 +212,58 @@ async def run_nats(settings: config.Settings) -> int:
     return await serve(server, name="nats", on_ready=lambda: print(server.url, flush=True))
 
 
+async def run_apiserver(settings: config.Settings) -> int:
+    config.prepare_data_dir(settings.supervisor.data_dir)
+    profiles.prepare(settings)
+    from services.apiserver import server as apiserver
+
+    api_settings = settings.apiserver.model_copy(update={"store_address": kine_target(settings.kine)})
+    component = apiserver.ApiServer(api_settings)
+
+    def ready() -> None:
+        if settings.supervisor.write_kubeconfig is not None:
+            profiles.write_admin_kubeconfig(settings, port=component.port)
+
+    return await serve(component, name="apiserver", on_ready=ready)
+
+
 async def start(settings: config.Settings) -> int:
     profile = settings.supervisor.profile
     if profile == "agent":
         raise StartError("the agent profile is not implemented yet")
     config.prepare_data_dir(settings.supervisor.data_dir)
+    _check_kubeconfig_mode(settings)
     component: Component
     if profile == "edge":
-        component = EdgeProfile(settings)
-    else:
-        children = server_children(settings)
-        component = process.ProcessManager(children, backoff=backoff(settings.supervisor))
-    return await serve(component, name=f"{PROG} ({profile} profile)")
+        profiles.prepare(settings)
+        component = profiles.Edge(settings)
+        return await serve(component, name=f"{PROG} ({profile} profile)")
+    settings = profiles.fixed_port(settings)
+    profiles.prepare(settings)
+    children = server_children(settings)
+    component = process.ProcessManager(children, backoff=backoff(settings.supervisor))
+    port = settings.apiserver.https_listen_port
+    return await serve(
+        component,
+        name=f"{PROG} ({profile} profile)",
+        on_ready=lambda: profiles.write_admin_kubeconfig(settings, port=port),
+    )
+
+
+def _check_kubeconfig_mode(settings: config.Settings) -> None:
+    from supervisor import kubeconfig
+
+    try:
+        kubeconfig.parse_mode(settings.supervisor.write_kubeconfig_mode)
+    except ValueError as exc:
+        raise config.ConfigError(str(exc)) from None
 
 
 COMMANDS: dict[str, Callable[[config.Settings], Coroutine[Any, Any, int]]] = {
     "start": start,
     "run kine": run_kine,
     "run nats": run_nats,
+    "run apiserver": run_apiserver,
 }
 
 
@@ -313,29 +349,6 @@ async def first(main: Coroutine[Any, Any, Any], interrupt: Coroutine[Any, Any, A
 # -- wiring -------------------------------------------------------------------------------------------------
 
 
-class EdgeProfile:
-    """Everything in this process and event loop; the in-memory bus replaces NATS."""
-
-    def __init__(self, settings: config.Settings) -> None:
-        self._kine_settings = settings.kine.model_copy(update={"nats_url": EDGE_BUS_URL})
-        self._kine: Component | None = None
-
-    async def start(self) -> None:
-        from services.kine import component
-
-        self._kine = component.Kine(self._kine_settings)
-        await self._kine.start()
-        logger.info("edge profile: kine in this process, bus %s", EDGE_BUS_URL)
-
-    async def wait(self) -> None:
-        if self._kine is not None:
-            await self._kine.wait()
-
-    async def stop(self) -> None:
-        if self._kine is not None:
-            await self._kine.stop()
-
-
 def backoff(settings: config.SupervisorSettings) -> process.Backoff:
     return process.Backoff(
         initial=settings.restart_backoff_initial,
@@ -368,6 +381,14 @@ def server_children(settings: config.Settings) -> list[process.ChildSpec]:
             # Secrets travel in the environment, never on a command line anyone can read in ps.
             secrets={"K3S_DATASTORE_ENDPOINT": settings.kine.datastore_endpoint, "K3S_NATS_URL": nats_url},
             probe=process.grpc_health_probe(kine_target(settings.kine)),
+        )
+    )
+    specs.append(
+        _child_spec(
+            settings,
+            "apiserver",
+            flags=profiles.apiserver_flags(settings.apiserver),
+            probe=profiles.readyz_probe(settings),
         )
     )
     return specs

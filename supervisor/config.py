@@ -30,6 +30,7 @@ from typing import Any, Literal
 import pydantic
 import yaml
 
+from services.apiserver import settings as apiserver_settings
 from services.kine import settings as kine_settings
 
 logger = logging.getLogger(__name__)
@@ -38,8 +39,8 @@ DEFAULT_CONFIG_FILE = Path("/etc/rancher/k3s/config.yaml")
 ROOT_DATA_DIR = Path("/var/lib/rancher/k3s")
 USER_DATA_DIR = Path(".rancher/k3s")  # under $HOME, as K3s does when not root
 
-Command = Literal["start", "run kine", "run nats"]
-ALL_COMMANDS: frozenset[str] = frozenset({"start", "run kine", "run nats"})
+Command = Literal["start", "run kine", "run nats", "run apiserver"]
+ALL_COMMANDS: frozenset[str] = frozenset({"start", "run kine", "run nats", "run apiserver"})
 
 DATASTORE_SCHEMES = frozenset({"sqlite", "postgres", "postgresql", "mysql", "memory", "http", "https"})
 
@@ -63,6 +64,12 @@ class SupervisorSettings(pydantic.BaseModel):
         default=None, description="The config file that was read, if any."
     )
     debug: bool = pydantic.Field(default=False, description="Log at DEBUG instead of INFO.")
+    write_kubeconfig: Path | None = pydantic.Field(
+        default=None,
+        description="Where the admin kubeconfig goes (K3s: /etc/rancher/k3s/k3s.yaml as root, ~/.kube/k3s.yaml otherwise).",
+    )
+    write_kubeconfig_mode: str = pydantic.Field(default="", description="Octal file mode of that kubeconfig (0600 by default).")
+    tls_san: tuple[str, ...] = pydantic.Field(default=(), description="Extra names/IPs in the serving certificate.")
     ready_timeout: float = pydantic.Field(
         default=60.0, gt=0, description="Seconds a child may take to pass its readiness probe at start."
     )
@@ -126,6 +133,7 @@ class Settings(pydantic.BaseModel):
     kine: kine_settings.KineSettings
     nats: NatsSettings = NatsSettings()
     cluster: ClusterSettings = ClusterSettings()
+    apiserver: apiserver_settings.ApiServerSettings
 
 
 # -- the option table ---------------------------------------------------------------------------
@@ -162,6 +170,14 @@ def parse_duration(value: Any) -> Any:
 
 
 KINE_AND_START = frozenset({"start", "run kine"})
+API_AND_START = frozenset({"start", "run apiserver"})
+
+
+def parse_list(value: Any) -> Any:
+    """A list from YAML, or comma-separated text from a flag or variable."""
+    if isinstance(value, list | tuple):
+        return tuple(str(v) for v in value)
+    return tuple(part.strip() for part in str(value).split(",") if part.strip())
 
 OPTIONS: tuple[Option, ...] = (
     Option(key="config", short="-c", env="K3S_CONFIG_FILE", field="supervisor.config_file", metavar="FILE",
@@ -194,6 +210,26 @@ OPTIONS: tuple[Option, ...] = (
            metavar="URL", help="server to join (agent profile)"),
     Option(key="node-name", env="K3S_NODE_NAME", field="cluster.node_name", commands=frozenset({"start"}),
            metavar="NAME", help="node name (default: the hostname)"),
+    Option(key="https-listen-port", env="K3S_HTTPS_LISTEN_PORT", field="apiserver.https_listen_port",
+           commands=API_AND_START, metavar="PORT", help="HTTPS port of the API server (default 6443)"),
+    Option(key="bind-address", env="K3S_BIND_ADDRESS", field="apiserver.bind_address", commands=API_AND_START,
+           metavar="IP", help="address the API server listens on (default 0.0.0.0)"),
+    Option(key="advertise-address", env="K3S_ADVERTISE_ADDRESS", field="apiserver.advertise_address",
+           commands=API_AND_START, metavar="IP", help="address other nodes use for this server (default 127.0.0.1)"),
+    Option(key="service-cidr", env="K3S_SERVICE_CIDR", field="apiserver.service_cidr", commands=API_AND_START,
+           metavar="CIDR", help="service IP range (default 10.43.0.0/16)"),
+    Option(key="cluster-cidr", env="K3S_CLUSTER_CIDR", field="apiserver.cluster_cidr", commands=API_AND_START,
+           metavar="CIDR", help="pod IP range (default 10.42.0.0/16)"),
+    Option(key="service-node-port-range", env="K3S_SERVICE_NODE_PORT_RANGE", field="apiserver.service_node_port_range",
+           commands=API_AND_START, metavar="RANGE", help="NodePort range (default 30000-32767)"),
+    Option(key="cluster-domain", env="K3S_CLUSTER_DOMAIN", field="apiserver.cluster_domain", commands=API_AND_START,
+           metavar="DOMAIN", help="cluster domain (default cluster.local)"),
+    Option(key="write-kubeconfig", short="-o", env="K3S_KUBECONFIG_OUTPUT", field="supervisor.write_kubeconfig",
+           commands=API_AND_START, metavar="FILE", help="write the admin kubeconfig here"),
+    Option(key="write-kubeconfig-mode", env="K3S_KUBECONFIG_MODE", field="supervisor.write_kubeconfig_mode",
+           commands=API_AND_START, metavar="MODE", help="file mode of the admin kubeconfig (default 0600)"),
+    Option(key="tls-san", env="K3S_TLS_SAN", field="supervisor.tls_san", commands=API_AND_START, parse=parse_list,
+           metavar="NAMES", help="extra hostnames/IPs in the serving certificate (comma-separated)"),
 )  # fmt: skip
 
 BY_KEY: dict[str, Option] = {option.key: option for option in OPTIONS}
@@ -202,14 +238,13 @@ BY_FIELD: dict[str, Option] = {option.field: option for option in OPTIONS}
 # K3s server and agent options we accept in config files without implementing them yet.
 K3S_KNOWN_KEYS: frozenset[str] = frozenset(
     """
-    v vmodule log alsologtostderr bind-address advertise-address advertise-port https-listen-port
-    supervisor-port apiserver-port apiserver-bind-address tls-san tls-san-security cluster-cidr service-cidr
-    service-node-port-range cluster-dns cluster-domain flannel-backend flannel-ipv6-masq flannel-external-ip
-    flannel-iface flannel-conf flannel-cni-conf egress-selector-mode servicelb-namespace write-kubeconfig
-    write-kubeconfig-mode write-kubeconfig-group helm-job-image agent-token agent-token-file cluster-init
-    cluster-reset cluster-reset-restore-path kube-apiserver-arg etcd-arg kube-controller-manager-arg
-    kube-scheduler-arg kube-cloud-controller-manager-arg kube-proxy-arg kubelet-arg datastore-cafile
-    datastore-certfile datastore-keyfile etcd-expose-metrics etcd-disable-snapshots etcd-snapshot-name
+    v vmodule log alsologtostderr advertise-port supervisor-port apiserver-port apiserver-bind-address
+    tls-san-security cluster-dns flannel-backend flannel-ipv6-masq flannel-external-ip flannel-iface
+    flannel-conf flannel-cni-conf egress-selector-mode servicelb-namespace write-kubeconfig-group
+    helm-job-image agent-token agent-token-file cluster-init cluster-reset cluster-reset-restore-path
+    kube-apiserver-arg etcd-arg kube-controller-manager-arg kube-scheduler-arg
+    kube-cloud-controller-manager-arg kube-proxy-arg kubelet-arg datastore-cafile datastore-certfile
+    datastore-keyfile etcd-expose-metrics etcd-disable-snapshots etcd-snapshot-name
     etcd-snapshot-schedule-cron etcd-snapshot-retention etcd-snapshot-dir etcd-snapshot-compress etcd-s3
     etcd-s3-endpoint etcd-s3-endpoint-ca etcd-s3-skip-ssl-verify etcd-s3-access-key etcd-s3-secret-key
     etcd-s3-bucket etcd-s3-region etcd-s3-folder etcd-s3-insecure etcd-s3-timeout etcd-s3-proxy
@@ -217,11 +252,12 @@ K3S_KNOWN_KEYS: frozenset[str] = frozenset(
     disable-kube-proxy disable-network-policy disable-helm-controller disable-apiserver
     disable-controller-manager disable-etcd disable-agent with-node-id node-label node-taint node-ip
     node-external-ip node-internal-dns node-external-dns image-credential-provider-bin-dir
-    image-credential-provider-config docker container-runtime-endpoint default-runtime image-service-endpoint
-    disable-default-registry-endpoint nonroot-devices pause-image snapshotter private-registry
-    system-default-registry airgap-extra-registry embedded-registry supervisor-metrics resolv-conf vpn-auth
-    vpn-auth-file protect-kernel-defaults secrets-encryption secrets-encryption-provider enable-pprof rootless
-    prefer-bundled-bin selinux lb-server-port disable-apiserver-lb kine-tls
+    image-credential-provider-config docker container-runtime-endpoint default-runtime
+    image-service-endpoint disable-default-registry-endpoint nonroot-devices pause-image snapshotter
+    private-registry system-default-registry airgap-extra-registry embedded-registry supervisor-metrics
+    resolv-conf vpn-auth vpn-auth-file protect-kernel-defaults secrets-encryption
+    secrets-encryption-provider enable-pprof rootless prefer-bundled-bin selinux lb-server-port
+    disable-apiserver-lb kine-tls
     """.split()
 )
 
@@ -308,7 +344,7 @@ def _merge_key(merged: dict[str, Any], key: str, *, value: Any, source: Path, wa
 
 def build(values: Mapping[str, Any], *, is_root: bool) -> Settings:
     """Validate merged values (by key) into the typed tree."""
-    tree: dict[str, dict[str, Any]] = {"supervisor": {}, "kine": {}, "nats": {}, "cluster": {}}
+    tree: dict[str, dict[str, Any]] = {"supervisor": {}, "kine": {}, "nats": {}, "cluster": {}, "apiserver": {}}
     for key, value in values.items():
         option = BY_KEY[key]
         if value is None:
@@ -316,7 +352,7 @@ def build(values: Mapping[str, Any], *, is_root: bool) -> Settings:
         group, field = option.field.split(".")
         tree[group][field] = option.parse(value) if option.parse else value
     data_dir = resolve_data_dir(tree["supervisor"].get("data_dir"), is_root=is_root)
-    tree["supervisor"]["data_dir"] = tree["kine"]["data_dir"] = data_dir
+    tree["supervisor"]["data_dir"] = tree["kine"]["data_dir"] = tree["apiserver"]["data_dir"] = data_dir
     # kine talks to whichever NATS the supervisor chose; a bare `run kine` to --nats-url, if any.
     tree["kine"]["nats_url"] = tree["nats"].get("url", "")
     try:

@@ -217,12 +217,19 @@ async def test_run_nats_prints_its_url_without_the_password(tmp_path: Path) -> N
     assert code == 0
 
 
+def server_flags(tmp_path: Path) -> tuple[str, ...]:
+    """A free API port and a kubeconfig in the test's directory (never /etc/rancher)."""
+    return ("--https-listen-port", "0", "--write-kubeconfig", str(tmp_path / "kubeconfig.yaml"))
+
+
 async def test_start_runs_nats_then_kine_and_stops_them_in_reverse(tmp_path: Path) -> None:
-    async with supervisor("start", "-d", str(tmp_path)) as child:
-        lines = await read_until(child, lambda line: "all 2 children ready" in line)
+    async with supervisor("start", "-d", str(tmp_path), *server_flags(tmp_path)) as child:
+        lines = await read_until(child, lambda line: "all 3 children ready" in line)
         code, rest = await stop(child)
     output = "".join(lines) + rest
     assert output.index("nats ready") < output.index("kine started")
+    assert output.index("kine ready") < output.index("apiserver started")
+    assert output.index("apiserver stopped (pid") < output.index("kine stopped (pid")
     assert output.index("kine stopped (pid") < output.index("nats stopped (pid")
     assert password_of(tmp_path) not in output
     assert "Traceback" not in output
@@ -258,8 +265,8 @@ async def test_bus_over_an_external_nats(system_nats: str) -> None:
 
 
 async def test_start_with_nats_url_uses_it_and_runs_no_nats(system_nats: str, tmp_path: Path) -> None:
-    async with supervisor("start", "-d", str(tmp_path), "--nats-url", system_nats) as child:
-        lines = await read_until(child, lambda line: "all 1 children ready" in line)
+    async with supervisor("start", "-d", str(tmp_path), "--nats-url", system_nats, *server_flags(tmp_path)) as child:
+        lines = await read_until(child, lambda line: "all 2 children ready" in line)
         code, rest = await stop(child)
     output = "".join(lines) + rest
     assert "nats started" not in output

@@ -136,12 +136,12 @@ def test_drop_in_files_merge_in_name_order(tmp_path: Path) -> None:
 
 
 def test_k3s_options_we_lack_warn_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    conf = write(tmp_path / "config.yaml", "write-kubeconfig-mode: '0644'\nnode-label+: [a=b]\n")
-    write(tmp_path / "config.yaml.d" / "10.yaml", "write-kubeconfig-mode: '0600'\n")
+    conf = write(tmp_path / "config.yaml", "kube-apiserver-arg: [a=b]\nnode-label+: [a=b]\n")
+    write(tmp_path / "config.yaml.d" / "10.yaml", "kube-apiserver-arg: [c=d]\n")
     with caplog.at_level(logging.WARNING, logger="supervisor.config"):
         load("start", "-c", str(conf))
     warnings = [r.getMessage() for r in caplog.records]
-    assert sum("write-kubeconfig-mode" in w for w in warnings) == 1
+    assert sum("kube-apiserver-arg" in w for w in warnings) == 1
     assert sum("node-label" in w for w in warnings) == 1
 
 

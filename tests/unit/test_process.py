@@ -292,8 +292,11 @@ def test_start_runs_nats_then_kine_with_secrets_kept_off_the_command_line(
 ) -> None:
     monkeypatch.setenv("K3S_TOKEN", "do-not-leak")
     endpoint = "postgres://kine:hunter2@db:5432/k3s"
-    nats_spec, kine_spec = cli.server_children(server_settings(tmp_path, "--datastore-endpoint", endpoint))
-    assert (nats_spec.name, kine_spec.name) == ("nats", "kine")
+    nats_spec, kine_spec, api_spec = cli.server_children(server_settings(tmp_path, "--datastore-endpoint", endpoint))
+    assert (nats_spec.name, kine_spec.name, api_spec.name) == ("nats", "kine", "apiserver")
+    assert api_spec.argv[1:5] == ["-m", "supervisor", "run", "apiserver"]
+    assert api_spec.env is not None and "K3S_TOKEN" not in api_spec.env
+    assert not any("hunter2" in arg for arg in api_spec.argv)
     assert nats_spec.argv[1:5] == ["-m", "supervisor", "run", "nats"]
     port = nats_spec.argv[nats_spec.argv.index("--nats-port") + 1]
     assert int(port) not in (0, 4222)
@@ -310,8 +313,8 @@ def test_start_runs_nats_then_kine_with_secrets_kept_off_the_command_line(
 
 
 def test_start_with_an_external_nats_runs_no_nats(tmp_path: Path) -> None:
-    (kine_spec,) = cli.server_children(server_settings(tmp_path, "--nats-url", "nats://127.0.0.1:4222"))
-    assert kine_spec.name == "kine"
+    kine_spec, api_spec = cli.server_children(server_settings(tmp_path, "--nats-url", "nats://127.0.0.1:4222"))
+    assert (kine_spec.name, api_spec.name) == ("kine", "apiserver")
     assert kine_spec.env is not None and kine_spec.env["K3S_NATS_URL"] == "nats://127.0.0.1:4222"
 
 

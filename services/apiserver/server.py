@@ -1,0 +1,248 @@
+"""The API server component: store -> registry, caches, auth -> HTTPS.
+
+Lifecycle as every component: ``start()`` returns when HTTPS accepts requests
+and the bootstrap objects exist; ``stop()`` stops accepting, ends watches,
+closes the store connection; ``wait()`` returns when it ends on its own.
+In the edge profile the caller hands in the in-process kine backend; otherwise
+the API server dials kine (or a real etcd) over gRPC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import uvicorn
+
+from services.apiserver import app as app_
+from services.apiserver import bootstrap, builtin, context, crds, registry, storage, tls
+from services.apiserver import settings as settings_
+from services.apiserver.auth import authn, node, rbac
+from services.kine import types
+from services.machinery import tasks
+
+log = logging.getLogger(__name__)
+
+
+class State(enum.Enum):
+    NEW = "new"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn without its own signal handling: the process's entry point owns signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class ApiServer:
+    def __init__(
+        self,
+        settings: settings_.ApiServerSettings,
+        *,
+        backend: types.Backend | None = None,
+        extra: app_.ASGIApp | None = None,
+    ) -> None:
+        self.settings = settings
+        self.state = State.NEW
+        self._backend = backend
+        self._own_backend = backend is None
+        self._extra = extra
+        self.api: context.Api | None = None
+        self._crds: crds.CrdController | None = None
+        self._server: _Uvicorn | None = None
+        self._serve: asyncio.Task[Any] | None = None
+        self._done = asyncio.Event()
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        host = self.settings.advertise_address or "127.0.0.1"
+        return f"https://{host}:{self.port}"
+
+    async def __aenter__(self) -> ApiServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        self.state = State.STARTING
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+        self.state = State.RUNNING
+        log.info("API server listening on https://%s:%d", self.settings.bind_address, self.port)
+
+    def _store_backend(self) -> types.Backend:
+        if self._backend is not None:
+            return self._backend
+        from services.kine import client
+
+        address = self.settings.store_address or f"unix:{self.settings.data_dir / 'server' / 'kine.sock'}"
+        self._backend = client.GrpcBackend(address)
+        return self._backend
+
+    async def _start(self) -> None:
+        backend = self._store_backend()
+        if self._own_backend:
+            await backend.start()
+        reg = registry.Registry(builtin.builtin_resources())
+        tls_dir = self.settings.data_dir / "server" / "tls"
+        api = context.Api(
+            registry_=reg,
+            store=storage.ObjectStore(backend),
+            settings=self.settings,
+            authenticator=None,  # set below: both read the API's own caches
+            authorizer=None,
+        )
+        api.authenticator = authn.Authenticator.from_data_dir(self.settings.data_dir, lookup=_Lookup(api))
+        api.authorizer = node.NodeThenRbac(node.NodeAuthorizer(_PodSource(api)), rbac.RbacAuthorizer(await _rbac_source(api)))
+        self.api = api
+        await bootstrap.run(
+            api,
+            service_cidr=self.settings.service_cidr,
+            address=self.settings.advertise_address,
+            port=self.settings.https_listen_port or 6443,
+            rbac=rbac.default_rbac(),
+        )
+        self._crds = crds.CrdController(api)
+        await self._crds.start()
+        application = app_.ApiApp(
+            api,
+            authenticator=api.authenticator,
+            authorizer=api.authorizer,
+            credentials=tls.credentials_from_scope,
+            server_address=f"{self.settings.advertise_address}:{self.settings.https_listen_port}",
+            extra=self._extra,
+        )
+        context_ = tls.server_context(
+            cert_file=tls_dir / "serving-kube-apiserver.crt",
+            key_file=tls_dir / "serving-kube-apiserver.key",
+            client_ca_file=tls_dir / "client-ca.crt",
+        )
+        config = tls.uvicorn_config_for(
+            application,
+            context=context_,
+            host=self.settings.bind_address,
+            port=self.settings.https_listen_port,
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
+            timeout_graceful_shutdown=2,
+        )
+        self._server = _Uvicorn(config)
+        self._serve = tasks.guarded(self._server.serve(), name="apiserver https", on_failure=lambda _: self._done.set())
+        while not self._server.started:
+            if self._serve.done():
+                raise OSError(f"the API server could not listen on {self.settings.bind_address}:{self.settings.https_listen_port}")
+            await asyncio.sleep(0.01)
+        sockets = [s for server in self._server.servers for s in server.sockets]
+        self.port = sockets[0].getsockname()[1]
+
+    async def wait(self) -> None:
+        await self._done.wait()
+
+    async def stop(self) -> None:
+        if self.state in (State.STOPPING, State.STOPPED):
+            return
+        self.state = State.STOPPING
+        if self._server is not None:
+            self._server.should_exit = True
+        if self.api is not None:
+            await self.api.stop()  # ends every watch, so uvicorn's drain is short
+        if self._serve is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._serve), 5)
+            except TimeoutError:
+                self._server.force_exit = True  # type: ignore[union-attr]
+                await tasks.cancel_all([self._serve])
+        if self._crds is not None:
+            await self._crds.stop()
+        if self._own_backend and self._backend is not None:
+            await self._backend.stop()
+        self.state = State.STOPPED
+        self._done.set()
+        log.info("API server stopped")
+
+
+class _PodSource:
+    """Pods by node, from the pod cache (for the node authorizer)."""
+
+    def __init__(self, api: context.Api) -> None:
+        self.api = api
+
+    async def _pods(self) -> Any:
+        info = self.api.registry.lookup("", "v1", "pods")
+        assert info is not None
+        return await self.api.cache(info)
+
+    async def node_of(self, namespace: str, name: str) -> str | None:
+        pod = (await self._pods()).get(namespace, name)
+        return ((pod or {}).get("spec") or {}).get("nodeName") if pod else None
+
+    async def pods_on(self, node_name: str) -> list[dict[str, Any]]:
+        cache = await self._pods()
+        return [p for p in cache.list("", None) if (p.get("spec") or {}).get("nodeName") == node_name]
+
+
+class _Lookup:
+    """Service accounts and pods that exist now, so a token outlives neither (authn's lookup)."""
+
+    def __init__(self, api: context.Api) -> None:
+        self.api = api
+
+    async def _uid(self, plural: str, namespace: str, name: str) -> str | None:
+        info = self.api.registry.lookup("", "v1", plural)
+        assert info is not None
+        cache = await self.api.cache(info)
+        obj = cache.get(namespace, name)
+        if obj is None:
+            await cache.sync()
+            obj = cache.get(namespace, name)
+        return obj["metadata"].get("uid") if obj else None
+
+    async def service_account_uid(self, namespace: str, name: str) -> str | None:
+        return await self._uid("serviceaccounts", namespace, name)
+
+    async def pod_uid(self, namespace: str, name: str) -> str | None:
+        return await self._uid("pods", namespace, name)
+
+
+async def _rbac_source(api: context.Api) -> Any:
+    """RBAC objects straight from the watch caches (always current, never copied)."""
+    caches = {}
+    for plural in ("roles", "rolebindings", "clusterroles", "clusterrolebindings"):
+        info = api.registry.lookup("rbac.authorization.k8s.io", "v1", plural)
+        assert info is not None
+        caches[plural] = await api.cache(info)
+
+    class Source:
+        def revision(self) -> tuple[int, ...]:
+            return tuple(c.revision for c in caches.values())
+
+        def cluster_roles(self) -> list[dict[str, Any]]:
+            return caches["clusterroles"].list("", None)
+
+        def cluster_role_bindings(self) -> list[dict[str, Any]]:
+            return caches["clusterrolebindings"].list("", None)
+
+        def roles(self, namespace: str) -> list[dict[str, Any]]:
+            return caches["roles"].list(namespace, None)
+
+        def role_bindings(self, namespace: str) -> list[dict[str, Any]]:
+            return caches["rolebindings"].list(namespace, None)
+
+    return Source()
