@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from services.apiserver import context, defaults, registry
+from services.apiserver import allocators, context, defaults, registry, validation
 from services.machinery import errors
 
 log = logging.getLogger(__name__)
@@ -64,12 +64,36 @@ async def check_namespace(ctx: context.Request, namespace: str) -> None:
         )
 
 
+def node_restriction(ctx: context.Request, obj: dict[str, Any]) -> None:
+    """A node may write only its own Node, its own Lease, and pods bound to it (upstream NodeRestriction).
+
+    The node authorizer cannot see names on create (they are in the body), so this admission check does.
+    """
+    user = ctx.user
+    if user is None or "system:nodes" not in user.groups or not user.name.startswith("system:node:"):
+        return
+    node = user.name.removeprefix("system:node:")
+    info = ctx.resource
+    name = obj.get("metadata", {}).get("name", "")
+    if (info.group, info.kind) == ("coordination.k8s.io", "Lease") and obj["metadata"].get("namespace") == "kube-node-lease":
+        if name != node:
+            raise errors.forbidden(f'leases.coordination.k8s.io "{name}" is forbidden: node "{node}" can only access leases with the same name', resource="leases", name=name, group=info.group)
+    elif (info.group, info.kind) == ("", "Node") and name != node:
+        raise errors.forbidden(f'nodes "{name}" is forbidden: node "{node}" is not allowed to modify node "{name}"', resource="nodes", name=name)
+    elif (info.group, info.kind) == ("", "Pod") and ctx.info.verb == "create":
+        if (obj.get("spec") or {}).get("nodeName") != node:
+            raise errors.forbidden(f'pods "{name}" is forbidden: node "{node}" can only create pods with spec.nodeName set to itself', resource="pods", name=name)
+
+
 async def mutate(ctx: context.Request, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
+    node_restriction(ctx, obj)
     defaults.apply(ctx.resource, obj, old)
+    if ctx.resource.group == "" and ctx.resource.kind == "Service":
+        await allocators.allocate(ctx, obj, old)
 
 
 def validate(ctx: context.Request, obj: dict[str, Any]) -> list[errors.Cause]:
-    return defaults.validate(ctx.resource, obj)
+    return defaults.validate(ctx.resource, obj) + validation.validate_schema(ctx, obj)
 
 
 def check_immutable(ctx: context.Request, old: dict[str, Any], new: dict[str, Any]) -> None:
@@ -83,7 +107,8 @@ async def after_create(ctx: context.Request, obj: dict[str, Any]) -> None:
 
 
 async def after_delete(ctx: context.Request, obj: dict[str, Any]) -> None:
-    return None
+    if ctx.resource.group == "" and ctx.resource.kind == "Service":
+        await allocators.release(ctx, obj)
 
 
 async def check_delete(ctx: context.Request, obj: dict[str, Any]) -> None:

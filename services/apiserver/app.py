@@ -16,7 +16,17 @@ import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from services.apiserver import context, discovery, openapi, reads, request, responses, subresources, writes
+from services.apiserver import (
+    context,
+    discovery,
+    k3s,
+    openapi,
+    reads,
+    request,
+    responses,
+    subresources,
+    writes,
+)
 from services.apiserver.auth import types as auth_types
 from services.machinery import errors
 
@@ -96,8 +106,10 @@ class ApiApp:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         if path in HEALTH:
             return self._health(), "get", ""
-        if path in PUBLIC and path != "/version" and self.extra is not None:
-            return await self._extra(scope, receive), scope["method"].lower(), ""
+        if path in k3s.ANONYMOUS_PATHS:
+            found = k3s.respond(path, data_dir=self.api.settings.data_dir)
+            if found is not None:
+                return found, "get", ""
         user = await self.authenticator.authenticate(self.credentials(scope))
         if path == "/version":
             return responses.json(discovery.version_info()), "get", ""
@@ -111,7 +123,11 @@ class ApiApp:
         body = await _read_body(receive, headers)
         ctx = self._context(info, query, headers, body, user)
         await self._authorize(_attributes(user, info))
-        return await self._dispatch(ctx), info.verb, ctx.resource.plural
+        outcome = await self._dispatch(ctx)
+        for text in ctx.warnings:
+            escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+            outcome.headers.append(("warning", f'299 - "{escaped}"'))
+        return outcome, info.verb, ctx.resource.plural
 
     def _health(self) -> responses.Response:
         if self.ready():

@@ -39,6 +39,7 @@ class Api:
         self.settings = settings
         self.authenticator = authenticator
         self.authorizer = authorizer
+        self.rbac: Any = None  # the RBAC authorizer alone, for SelfSubjectRulesReview
         self._caches: dict[tuple[str, str], cache_.ResourceCache] = {}
         self._starting: dict[tuple[str, str], asyncio.Task[cache_.ResourceCache]] = {}
 
@@ -82,6 +83,8 @@ class Request:
     headers: dict[str, str]
     body: bytes
     user: auth_types.UserInfo | None = None
+    # Warnings for the client (the Warning: 299 header), e.g. unknown fields under fieldValidation=Warn.
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def accept(self) -> str:

@@ -8,6 +8,7 @@ change. Kinds not listed get no special treatment.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from typing import Any
 
@@ -175,6 +176,13 @@ def _namespace(obj: Obj, old: Obj | None) -> None:
 
 def _secret(obj: Obj, old: Obj | None) -> None:
     obj.setdefault("type", "Opaque")
+    # stringData is write-only: merged into data (base64), never stored.
+    string_data = obj.pop("stringData", None)
+    if isinstance(string_data, dict) and string_data:
+        data = obj.get("data") or {}
+        for key, value in string_data.items():
+            data[key] = base64.b64encode(str(value).encode()).decode()
+        obj["data"] = data
 
 
 def _pvc(obj: Obj, old: Obj | None) -> None:

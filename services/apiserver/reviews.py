@@ -24,6 +24,10 @@ async def evaluate(ctx: context.Request, obj: dict[str, Any]) -> dict[str, Any]:
         )
         namespace = ctx.info.namespace if kind == "LocalSubjectAccessReview" else ""
         obj["status"] = await _access(ctx, user, spec, namespace=namespace)
+    elif kind == "SelfSubjectRulesReview":
+        if ctx.user is None:
+            raise errors.unauthorized()
+        obj["status"] = _rules(ctx, ctx.user, spec.get("namespace", ""))
     elif kind == "SelfSubjectReview":
         user = ctx.user
         obj["status"] = {"userInfo": {"username": user.name, "groups": list(user.groups), "uid": user.uid}} if user else {}
@@ -67,3 +71,19 @@ async def _access(ctx: context.Request, user: auth_types.UserInfo, spec: dict[st
     if decision.reason:
         status["reason"] = decision.reason
     return status
+
+
+def _rules(ctx: context.Request, user: auth_types.UserInfo, namespace: str) -> dict[str, Any]:
+    rbac = getattr(ctx.api, "rbac", None)
+    if rbac is None:
+        return {"resourceRules": [], "nonResourceRules": [], "incomplete": True, "evaluationError": "no RBAC authorizer"}
+    resource_rules, non_resource_rules = [], []
+    for rule in rbac.rules_for(user, namespace):
+        if rule.non_resource_urls:
+            non_resource_rules.append({"verbs": sorted(rule.verbs), "nonResourceURLs": list(rule.non_resource_urls)})
+            continue
+        entry: dict[str, Any] = {"verbs": sorted(rule.verbs), "apiGroups": sorted(rule.api_groups), "resources": sorted(rule.resources)}
+        if rule.resource_names:
+            entry["resourceNames"] = sorted(rule.resource_names)
+        resource_rules.append(entry)
+    return {"resourceRules": resource_rules, "nonResourceRules": non_resource_rules, "incomplete": False}

@@ -109,7 +109,8 @@ class ApiServer:
             authorizer=None,
         )
         api.authenticator = authn.Authenticator.from_data_dir(self.settings.data_dir, lookup=_Lookup(api))
-        api.authorizer = node.NodeThenRbac(node.NodeAuthorizer(_PodSource(api)), rbac.RbacAuthorizer(await _rbac_source(api)))
+        api.rbac = rbac.RbacAuthorizer(await _rbac_source(api))
+        api.authorizer = node.NodeThenRbac(node.NodeAuthorizer(_PodSource(api)), api.rbac)
         self.api = api
         await bootstrap.run(
             api,
@@ -144,13 +145,22 @@ class ApiServer:
             timeout_graceful_shutdown=2,
         )
         self._server = _Uvicorn(config)
-        self._serve = tasks.guarded(self._server.serve(), name="apiserver https", on_failure=lambda _: self._done.set())
+        self._serve = asyncio.get_running_loop().create_task(self._run_https(), name="apiserver https")
         while not self._server.started:
             if self._serve.done():
                 raise OSError(f"the API server could not listen on {self.settings.bind_address}:{self.settings.https_listen_port}")
             await asyncio.sleep(0.01)
         sockets = [s for server in self._server.servers for s in server.sockets]
         self.port = sockets[0].getsockname()[1]
+
+    async def _run_https(self) -> None:
+        assert self._server is not None
+        try:
+            await self._server.serve()
+        finally:
+            if self.state is State.RUNNING:  # not a stop we asked for
+                log.error("the HTTPS server ended unexpectedly")
+                self._done.set()
 
     async def wait(self) -> None:
         await self._done.wait()
@@ -161,6 +171,8 @@ class ApiServer:
         self.state = State.STOPPING
         if self._server is not None:
             self._server.should_exit = True
+        if self._crds is not None:
+            await self._crds.stop()
         if self.api is not None:
             await self.api.stop()  # ends every watch, so uvicorn's drain is short
         if self._serve is not None:
@@ -169,8 +181,6 @@ class ApiServer:
             except TimeoutError:
                 self._server.force_exit = True  # type: ignore[union-attr]
                 await tasks.cancel_all([self._serve])
-        if self._crds is not None:
-            await self._crds.stop()
         if self._own_backend and self._backend is not None:
             await self._backend.stop()
         self.state = State.STOPPED

@@ -13,7 +13,7 @@ import copy
 import logging
 from typing import Any
 
-from services.apiserver import admission, context, responses, storage
+from services.apiserver import admission, context, responses, storage, validation
 from services.apiserver.reads import render_object
 from services.apiserver.request import flag, int_param, param
 from services.kine import types
@@ -91,6 +91,7 @@ def _validate(ctx: context.Request, obj: dict[str, Any]) -> None:
 async def create(ctx: context.Request) -> responses.Response:
     obj = ctx.object_body()
     _check_identity(ctx, obj)
+    validation.check_fields(ctx, obj)
     info = ctx.resource
     if info.virtual:
         return responses.json(await admission.review(ctx, obj), 201)
@@ -110,7 +111,7 @@ async def create(ctx: context.Request) -> responses.Response:
 
 
 async def _create_once(
-    ctx: context.Request, obj: dict[str, Any], *, manager: str, dry_run: bool
+    ctx: context.Request, obj: dict[str, Any], *, manager: str, dry_run: bool, applied: bool = False
 ) -> tuple[int | None, dict[str, Any]]:
     md = obj["metadata"]
     if not md.get("name"):
@@ -127,8 +128,9 @@ async def _create_once(
         md.pop(field, None)
     await admission.mutate(ctx, obj, None)
     _validate(ctx, obj)
-    managedfields.record_update(None, obj, manager=manager, operation="Update", api_version=ctx.resource.api_version,
-                                now=now, **_ownership(ctx.resource, ""))  # fmt: skip
+    if not applied:  # server-side apply recorded its own Apply entry already
+        managedfields.record_update(None, obj, manager=manager, operation="Update", api_version=ctx.resource.api_version,
+                                    now=now, **_ownership(ctx.resource, ""))  # fmt: skip
     key = ctx.resource.key(md.get("namespace", ""), md["name"])
     if dry_run:
         return 0, obj
@@ -167,6 +169,7 @@ def _not_found(ctx: context.Request) -> errors.ApiError:
 async def update(ctx: context.Request, *, subresource: str = "") -> responses.Response:
     obj = ctx.object_body()
     _check_identity(ctx, obj)
+    validation.check_fields(ctx, obj)
     name = obj["metadata"].get("name")
     if name != ctx.info.name:
         raise errors.bad_request(f"the name of the object ({name}) does not match the name on the URL ({ctx.info.name})")
@@ -286,6 +289,7 @@ async def patch_(ctx: context.Request, *, subresource: str = "") -> responses.Re
         if current is None:
             raise _not_found(ctx)
         patched = _apply_patch(kind, current.obj, body, info)
+        validation.check_fields(ctx, patched)
         wanted = patched.get("metadata", {}).get("resourceVersion")
         if wanted and wanted != str(current.revision) and _patch_names_rv(kind, body):
             raise errors.stale(info.plural, ctx.info.name, group=info.group)
@@ -335,7 +339,7 @@ async def _apply(ctx: context.Request, body: Any, *, subresource: str) -> respon
                                      now=meta.now_rfc3339(), subresource=subresource, ignored_fields=_ownership(info, subresource)["ignored_fields"])  # fmt: skip
         if current is None:
             ctx.body = b""
-            revision, stored = await _create_once(ctx, merged, manager=manager, dry_run=_dry_run(ctx))
+            revision, stored = await _create_once(ctx, merged, manager=manager, dry_run=_dry_run(ctx), applied=True)
             if revision is not None:
                 return render_object(ctx, stored, 201)
             continue

@@ -196,6 +196,30 @@ MESSAGES: dict[str, tuple[F, ...]] = {
     ),
 }
 
+# Scalars that are Go pointers, so a zero on the wire is an explicit value (see schema).
+NULLABLE_FIELDS: frozenset[tuple[str, int]] = frozenset({
+    (_P + "CustomResourceDefinitionVersion", 8),
+    (_P + "CustomResourceSubresourceScale", 3),
+    (_P + "JSONSchemaProps", 3),
+    (_P + "JSONSchemaProps", 9),
+    (_P + "JSONSchemaProps", 11),
+    (_P + "JSONSchemaProps", 13),
+    (_P + "JSONSchemaProps", 14),
+    (_P + "JSONSchemaProps", 16),
+    (_P + "JSONSchemaProps", 17),
+    (_P + "JSONSchemaProps", 19),
+    (_P + "JSONSchemaProps", 21),
+    (_P + "JSONSchemaProps", 22),
+    (_P + "JSONSchemaProps", 38),
+    (_P + "JSONSchemaProps", 42),
+    (_P + "JSONSchemaProps", 43),
+    (_P + "ServiceReference", 3),
+    (_P + "ServiceReference", 4),
+    (_P + "ValidationRule", 4),
+    (_P + "ValidationRule", 6),
+    (_P + "WebhookClientConfig", 3),
+})
+
 # Wrapper messages whose JSON form is not the object of their fields (Go has a
 # custom MarshalJSON for each). The decoder must turn the decoded field dict
 # into the JSON value described here.

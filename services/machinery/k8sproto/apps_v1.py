@@ -197,3 +197,21 @@ MESSAGES: dict[str, tuple[F, ...]] = {
         F(2, "rollingUpdate", _P + "RollingUpdateStatefulSetStrategy"),
     ),
 }
+
+# Scalars that are Go pointers, so a zero on the wire is an explicit value (see schema).
+NULLABLE_FIELDS: frozenset[tuple[str, int]] = frozenset({
+    (_P + "DaemonSetSpec", 6),
+    (_P + "DaemonSetStatus", 9),
+    (_P + "DeploymentSpec", 1),
+    (_P + "DeploymentSpec", 6),
+    (_P + "DeploymentSpec", 9),
+    (_P + "DeploymentSpec", 10),
+    (_P + "DeploymentStatus", 9),
+    (_P + "DeploymentStatus", 8),
+    (_P + "ReplicaSetSpec", 1),
+    (_P + "ReplicaSetStatus", 7),
+    (_P + "RollingUpdateStatefulSetStrategy", 1),
+    (_P + "StatefulSetSpec", 1),
+    (_P + "StatefulSetSpec", 8),
+    (_P + "StatefulSetStatus", 9),
+})

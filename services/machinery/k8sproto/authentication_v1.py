@@ -61,6 +61,11 @@ MESSAGES: dict[str, tuple[F, ...]] = {
     ),
 }
 
+# Scalars that are Go pointers, so a zero on the wire is an explicit value (see schema).
+NULLABLE_FIELDS: frozenset[tuple[str, int]] = frozenset({
+    (_P + "TokenRequestSpec", 4),
+})
+
 # Messages whose JSON form is the bare list held in their single repeated
 # field "items" (Go: `type ExtraValue []string`). Decoded {"items": [...]}
 # must be flattened to [...]; an absent/empty items field is [].

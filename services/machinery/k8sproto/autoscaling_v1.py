@@ -130,3 +130,15 @@ MESSAGES: dict[str, tuple[F, ...]] = {
         F(2, "selector", "string"),
     ),
 }
+
+# Scalars that are Go pointers, so a zero on the wire is an explicit value (see schema).
+NULLABLE_FIELDS: frozenset[tuple[str, int]] = frozenset({
+    (_P + "ContainerResourceMetricSource", 2),
+    (_P + "ContainerResourceMetricStatus", 2),
+    (_P + "HorizontalPodAutoscalerSpec", 2),
+    (_P + "HorizontalPodAutoscalerSpec", 4),
+    (_P + "HorizontalPodAutoscalerStatus", 1),
+    (_P + "HorizontalPodAutoscalerStatus", 5),
+    (_P + "ResourceMetricSource", 2),
+    (_P + "ResourceMetricStatus", 2),
+})

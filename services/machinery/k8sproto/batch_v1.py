@@ -113,3 +113,30 @@ MESSAGES: dict[str, tuple[F, ...]] = {
         F(2, "failed", "string", repeated=True),
     ),
 }
+
+# Scalars that are Go pointers, so a zero on the wire is an explicit value (see schema).
+NULLABLE_FIELDS: frozenset[tuple[str, int]] = frozenset({
+    (_P + "CronJobSpec", 8),
+    (_P + "CronJobSpec", 2),
+    (_P + "CronJobSpec", 4),
+    (_P + "CronJobSpec", 6),
+    (_P + "CronJobSpec", 7),
+    (_P + "JobSpec", 1),
+    (_P + "JobSpec", 2),
+    (_P + "JobSpec", 3),
+    (_P + "JobSpec", 7),
+    (_P + "JobSpec", 12),
+    (_P + "JobSpec", 13),
+    (_P + "JobSpec", 5),
+    (_P + "JobSpec", 8),
+    (_P + "JobSpec", 9),
+    (_P + "JobSpec", 10),
+    (_P + "JobSpec", 14),
+    (_P + "JobSpec", 15),
+    (_P + "JobStatus", 11),
+    (_P + "JobStatus", 10),
+    (_P + "JobStatus", 9),
+    (_P + "PodFailurePolicyOnExitCodesRequirement", 1),
+    (_P + "SuccessPolicyRule", 1),
+    (_P + "SuccessPolicyRule", 2),
+})

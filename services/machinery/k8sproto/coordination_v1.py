@@ -25,3 +25,12 @@ MESSAGES: dict[str, tuple[F, ...]] = {
         F(7, "preferredHolder", "string"),
     ),
 }
+
+# Scalars that are Go pointers, so a zero on the wire is an explicit value (see schema).
+NULLABLE_FIELDS: frozenset[tuple[str, int]] = frozenset({
+    (_P + "LeaseSpec", 1),
+    (_P + "LeaseSpec", 2),
+    (_P + "LeaseSpec", 5),
+    (_P + "LeaseSpec", 6),
+    (_P + "LeaseSpec", 7),
+})

@@ -50,3 +50,17 @@ MESSAGES: dict[str, tuple[F, ...]] = {
         F(1, "name", "string"),
     ),
 }
+
+# Scalars that are Go pointers, so a zero on the wire is an explicit value (see schema).
+NULLABLE_FIELDS: frozenset[tuple[str, int]] = frozenset({
+    (_P + "Endpoint", 3),
+    (_P + "Endpoint", 6),
+    (_P + "Endpoint", 7),
+    (_P + "EndpointConditions", 1),
+    (_P + "EndpointConditions", 2),
+    (_P + "EndpointConditions", 3),
+    (_P + "EndpointPort", 1),
+    (_P + "EndpointPort", 2),
+    (_P + "EndpointPort", 3),
+    (_P + "EndpointPort", 4),
+})

@@ -34,3 +34,7 @@ MESSAGES: dict[str, tuple[F, ...]] = {
         F(2, "lastObservedTime", _META + "MicroTime"),
     ),
 }
+
+# Scalars that are Go pointers, so a zero on the wire is an explicit value (see schema).
+# None here: every scalar of this group is a plain Go value.
+NULLABLE_FIELDS: frozenset[tuple[str, int]] = frozenset()

@@ -168,3 +168,15 @@ MESSAGES: dict[str, tuple[F, ...]] = {
 INLINE_FIELDS: frozenset[tuple[str, int]] = frozenset({
     (_P + "IngressRule", 2),
 })
+
+# Scalars that are Go pointers, so a zero on the wire is an explicit value (see schema).
+NULLABLE_FIELDS: frozenset[tuple[str, int]] = frozenset({
+    (_P + "HTTPIngressPath", 3),
+    (_P + "IngressClassParametersReference", 1),
+    (_P + "IngressClassParametersReference", 4),
+    (_P + "IngressClassParametersReference", 5),
+    (_P + "IngressPortStatus", 3),
+    (_P + "IngressSpec", 4),
+    (_P + "NetworkPolicyPort", 1),
+    (_P + "NetworkPolicyPort", 3),
+})

@@ -37,3 +37,8 @@ MESSAGES: dict[str, tuple[F, ...]] = {
         F(7, "conditions", _META + "Condition", repeated=True),
     ),
 }
+
+# Scalars that are Go pointers, so a zero on the wire is an explicit value (see schema).
+NULLABLE_FIELDS: frozenset[tuple[str, int]] = frozenset({
+    (_P + "PodDisruptionBudgetSpec", 4),
+})

@@ -19,3 +19,8 @@ MESSAGES: dict[str, tuple[F, ...]] = {
         F(2, "items", _P + "PriorityClass", repeated=True),
     ),
 }
+
+# Scalars that are Go pointers, so a zero on the wire is an explicit value (see schema).
+NULLABLE_FIELDS: frozenset[tuple[str, int]] = frozenset({
+    (_P + "PriorityClass", 5),
+})

@@ -117,3 +117,22 @@ MESSAGES: dict[str, tuple[F, ...]] = {
         F(1, "count", "int32"),
     ),
 }
+
+# Scalars that are Go pointers, so a zero on the wire is an explicit value (see schema).
+NULLABLE_FIELDS: frozenset[tuple[str, int]] = frozenset({
+    (_P + "CSIDriverSpec", 1),
+    (_P + "CSIDriverSpec", 2),
+    (_P + "CSIDriverSpec", 4),
+    (_P + "CSIDriverSpec", 5),
+    (_P + "CSIDriverSpec", 7),
+    (_P + "CSIDriverSpec", 8),
+    (_P + "CSIDriverSpec", 9),
+    (_P + "CSIDriverSpec", 10),
+    (_P + "StorageClass", 4),
+    (_P + "StorageClass", 6),
+    (_P + "StorageClass", 7),
+    (_P + "TokenRequest", 2),
+    (_P + "VolumeAttachmentSource", 1),
+    (_P + "VolumeError", 3),
+    (_P + "VolumeNodeResources", 1),
+})
