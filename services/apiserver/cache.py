@@ -176,8 +176,8 @@ class ResourceCache:
             try:
                 batch = await self._watch.next_batch()
             except types.WatchClosedError as exc:
-                log.warning("%s: store watch ended (%s); reloading", self.info.resource_group, exc)
-                await self._reload()
+                log.warning("%s: store watch ended (%s); resuming from revision %d", self.info.resource_group, exc, self.revision)
+                await self._resume()
                 continue
             self._busy = True
             try:
@@ -187,6 +187,24 @@ class ResourceCache:
                 self._busy = False
             async with self._changed:
                 self._changed.notify_all()
+
+    async def _resume(self) -> None:
+        """Watch again from the next revision (a store restart loses nothing); reload only if compacted."""
+        delay = 0.1
+        while True:
+            try:
+                self._watch = await self.store.backend.watch(
+                    self._prefix.encode(), storage.prefix_end(self._prefix), start_revision=self.revision + 1
+                )
+                return
+            except types.CompactedError:
+                log.warning("%s: missed events were compacted away; reloading", self.info.resource_group)
+                await self._reload()
+                return
+            except types.StoreError as exc:
+                log.warning("%s: cannot watch the store yet (%s); retrying", self.info.resource_group, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     async def _reload(self) -> None:
         while True:
