@@ -201,8 +201,8 @@ class ApiApp:
         if path.startswith("/openapi/"):
             query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
             return openapi.respond(registry, path, accept=accept, query=query)
-        if path == "/metrics" and self.extra is not None:
-            return await self._extra(scope, receive)
+        if path == "/metrics" and hasattr(self.metrics, "render"):
+            return self.metrics.render()
         if self.extra is not None:
             return await self._extra(scope, receive)
         raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")

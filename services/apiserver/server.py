@@ -19,7 +19,7 @@ from typing import Any
 import uvicorn
 
 from services.apiserver import app as app_
-from services.apiserver import bootstrap, builtin, context, crds, registry, storage, tls
+from services.apiserver import bootstrap, builtin, context, crds, metrics, registry, storage, tls
 from services.apiserver import settings as settings_
 from services.apiserver.auth import authn, node, rbac
 from services.kine import types
@@ -128,6 +128,7 @@ class ApiServer:
             credentials=tls.credentials_from_scope,
             server_address=f"{self.settings.advertise_address}:{self.settings.https_listen_port}",
             extra=self._extra,
+            metrics=metrics.ApiMetrics(),
         )
         context_ = tls.server_context(
             cert_file=tls_dir / "serving-kube-apiserver.crt",
