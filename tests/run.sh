@@ -15,6 +15,9 @@ if ! command -v etcdctl >/dev/null || ! command -v etcd >/dev/null; then
   $SUDO systemctl disable --now etcd >/dev/null 2>&1 || $SUDO pkill -x etcd || true
 fi
 
+# kubectl 1.20 (Debian's kubernetes-client), unpacked into .cache: its /usr/bin/kubectl would clash.
+bash tests/install_kubectl_120.sh
+
 python3 -m pip install -q --disable-pip-version-check -e ".[test]" 2>&1 | grep -v -E "^(WARNING|DEPRECATION)" || true
 
 echo "== ruff"

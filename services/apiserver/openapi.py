@@ -48,7 +48,8 @@ PATCH_TYPES = (
     "application/strategic-merge-patch+json",
     "application/apply-patch+yaml",
 )
-PROTOBUF_V2 = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
+# Upstream answers with "." where the request's Accept had "@": Go's media type parser rejects "@".
+PROTOBUF_V2 = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
 
 # -- reading lightkube-models ------------------------------------------------------------
 

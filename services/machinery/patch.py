@@ -255,6 +255,9 @@ def json_patch(obj: dict[str, Any], ops: Any) -> dict[str, Any]:
             )
     try:
         result = jsonpatch.JsonPatch(ops).apply(clone(obj), in_place=True)
+    except jsonpatch.JsonPatchTestFailed:
+        failed = next((op.get("path", "") for op in ops if op.get("op") == "test"), "")
+        raise unprocessable(f"testing value {failed} failed: test failed") from None
     except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
         raise unprocessable(str(exc)) from None
     except (TypeError, ValueError, KeyError, IndexError) as exc:  # odd values the library trips on
