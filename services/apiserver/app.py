@@ -88,6 +88,7 @@ class ApiApp:
             outcome, verb, resource = await self._handle(scope, receive)
         except errors.ApiError as exc:
             outcome = responses.error(exc)
+            outcome.headers.extend(_warning_headers(getattr(exc, "warnings", ())))
         except Exception:  # a bug: logged once here, never a traceback to the client
             log.exception("internal error serving %s %s", scope["method"], scope["path"])
             outcome = responses.error(errors.internal("an unexpected error occurred; see the API server log"))
@@ -123,10 +124,12 @@ class ApiApp:
         body = await _read_body(receive, headers)
         ctx = self._context(info, query, headers, body, user)
         await self._authorize(_attributes(user, info))
-        outcome = await self._dispatch(ctx)
-        for text in ctx.warnings:
-            escaped = text.replace("\\", "\\\\").replace('"', '\\"')
-            outcome.headers.append(("warning", f'299 - "{escaped}"'))
+        try:
+            outcome = await self._dispatch(ctx)
+        except errors.ApiError as exc:
+            exc.warnings = ctx.warnings  # sent with the error too, as upstream does
+            raise
+        outcome.headers.extend(_warning_headers(ctx.warnings))
         return outcome, info.verb, ctx.resource.plural
 
     def _health(self) -> responses.Response:
@@ -224,6 +227,14 @@ class ApiApp:
         ctype = next((v for k, v in headers if k.lower() == "content-type"), "application/json")
         rest = [(k, v) for k, v in headers if k.lower() not in ("content-type", "content-length")]
         return responses.Response(captured["status"], b"".join(captured["body"]), ctype, rest)
+
+
+def _warning_headers(warnings: Any) -> list[tuple[str, str]]:
+    out = []
+    for text in warnings:
+        escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+        out.append(("warning", f'299 - "{escaped}"'))
+    return out
 
 
 def _attributes(user: auth_types.UserInfo, info: request.RequestInfo) -> auth_types.Attributes:

@@ -333,6 +333,7 @@ async def _apply(ctx: context.Request, body: Any, *, subresource: str) -> respon
         live = current.obj if current is not None else None
         applied = copy.deepcopy(body)
         _check_identity(ctx, applied)
+        validation.check_fields(ctx, applied)
         if applied["metadata"].get("name") != ctx.info.name:
             raise errors.bad_request("the name of the object does not match the name on the URL")
         merged = managedfields.apply(live, applied, manager=manager, force=force, schema=schema, api_version=info.api_version,
