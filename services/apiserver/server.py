@@ -58,6 +58,7 @@ class ApiServer:
         self._own_backend = backend is None
         self._extra = extra
         self.api: context.Api | None = None
+        self.app: app_.ApiApp | None = None  # the ASGI app, for in-process clients (edge profile)
         self._crds: crds.CrdController | None = None
         self._server: _Uvicorn | None = None
         self._serve: asyncio.Task[Any] | None = None
@@ -121,7 +122,7 @@ class ApiServer:
         )
         self._crds = crds.CrdController(api)
         await self._crds.start()
-        application = app_.ApiApp(
+        application = self.app = app_.ApiApp(
             api,
             authenticator=api.authenticator,
             authorizer=api.authorizer,
