@@ -13,11 +13,9 @@ the largest, in roughly 100 ms) and cached under a hash of its inputs, so a regi
 change rebuilds only the group/versions whose resources changed. The hash of the inputs
 (not of the output) is what the index advertises, so the index never builds documents.
 
-OpenAPI v2 protobuf (what kubectl 1.20 asks for, and what kubectl 1.37 still fetches for
-client-side validation): answered with an empty body, which decodes as an empty
-``openapi_v2.Document``. Client-side validation then knows no kind and validates nothing;
-kubectl 1.37 validates on the server (``fieldValidation=Strict``) because the v3 documents
-declare that parameter. JSON v2 is generated in full from the v3 documents.
+OpenAPI v2 protobuf (what kubectl 1.20 asks for, for explain, client-side validation and
+dry-run detection): the JSON v2 document, generated in full from the v3 documents, encoded as a
+gnostic ``openapi_v2.Document`` by ``openapi_v2_proto``.
 """
 
 from __future__ import annotations
@@ -1106,8 +1104,15 @@ class OpenAPI:
         return self._v2
 
     def v2_protobuf(self) -> bytes:
-        """``/openapi/v2`` as protobuf: an empty ``openapi_v2.Document`` (see the module docstring)."""
-        return b""
+        """``/openapi/v2`` as protobuf: the JSON document above as a gnostic ``openapi_v2.Document``
+        (``openapi_v2_proto``), encoded once per JSON document (so rebuilt after a registry change)."""
+        from services.apiserver import openapi_v2_proto
+
+        source = self.v2_json()
+        cached: tuple[bytes, bytes] | None = getattr(self, "_v2_protobuf", None)
+        if cached is None or cached[0] is not source:
+            cached = self._v2_protobuf = (source, openapi_v2_proto.encode(orjson.loads(source)))
+        return cached[1]
 
 
 # One OpenAPI per registry, for ``respond``; it goes when the registry does.
