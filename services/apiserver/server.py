@@ -18,8 +18,8 @@ from typing import Any
 
 import uvicorn
 
+from services.apiserver import allocators, bootstrap, builtin, context, crds, metrics, registry, storage, tls
 from services.apiserver import app as app_
-from services.apiserver import bootstrap, builtin, context, crds, metrics, registry, storage, tls
 from services.apiserver import settings as settings_
 from services.apiserver.auth import authn, node, rbac
 from services.kine import types
@@ -60,6 +60,7 @@ class ApiServer:
         self.api: context.Api | None = None
         self.app: app_.ApiApp | None = None  # the ASGI app, for in-process clients (edge profile)
         self._crds: crds.CrdController | None = None
+        self._repair: asyncio.Task[Any] | None = None
         self._server: _Uvicorn | None = None
         self._serve: asyncio.Task[Any] | None = None
         self._done = asyncio.Event()
@@ -120,6 +121,10 @@ class ApiServer:
             port=self.settings.https_listen_port or 6443,
             rbac=rbac.default_rbac(),
         )
+        # Before serving: Services stored without allocation keys get them (older stores, leaks).
+        await allocators.repair(api)
+        # A failed repair only delays cleanup: it must not stop the API server.
+        self._repair = tasks.guarded(allocators.repair_loop(api), name="service allocation repair")
         self._crds = crds.CrdController(api)
         await self._crds.start()
         application = self.app = app_.ApiApp(
@@ -175,6 +180,8 @@ class ApiServer:
             self._server.should_exit = True
         if self._crds is not None:
             await self._crds.stop()
+        if self._repair is not None:
+            await tasks.cancel_all([self._repair])
         if self.api is not None:
             await self.api.stop()  # ends every watch, so uvicorn's drain is short
         if self._serve is not None:
