@@ -3,8 +3,9 @@
 Like kine's ``generic`` driver, every database gets the same statements; a dialect
 only fills in what differs (DDL, placeholders, how a key is bound, which
 exception means "unique constraint violated"). The ``Database`` adapters hide the
-async driver (aiosqlite, asyncpg, aiomysql) behind three calls: ``query`` outside
-any transaction, ``transaction()`` for one write transaction, ``close``.
+driver (sqlite3, asyncpg, aiomysql) behind a few calls: ``query`` (and ``scan``
+for whole-table reads) outside any transaction, ``transaction()`` for one write
+transaction, ``close``.
 
 Keys are bytes in the store and text in SQLite/PostgreSQL: they are mapped
 byte-for-code-point (latin-1), so ASCII keys, all Kubernetes uses, are stored
@@ -30,6 +31,10 @@ class UniqueViolation(Exception):
 class Tx(Protocol):
     async def query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple]: ...
 
+    async def scan(self, sql: str, args: Sequence[Any] = ()) -> list[tuple]:
+        """A read inside the transaction that visits the whole table (no index serves it)."""
+        ...
+
     async def execute(self, sql: str, args: Sequence[Any] = ()) -> int:
         """Run a statement; return the affected row count."""
         ...
@@ -38,7 +43,13 @@ class Tx(Protocol):
 
 
 class Database(Protocol):
-    async def query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple]: ...
+    async def query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple]:
+        """A read an index serves (a key, a key range, an id range); on SQLite it runs inline."""
+        ...
+
+    async def scan(self, sql: str, args: Sequence[Any] = ()) -> list[tuple]:
+        """A read that visits the whole table (no index serves it): never blocks the event loop."""
+        ...
 
     def transaction(self) -> contextlib.AbstractAsyncContextManager[Tx]: ...
 
@@ -86,7 +97,10 @@ class Dialect:
         return self.sql(f"SELECT {COLUMNS} FROM kine WHERE name = ?{cond} ORDER BY id DESC LIMIT 1")
 
     def range(self, *, exclusive_start: bool, bounded: bool, count: bool, limit: bool) -> str:
-        """Newest row per key in the range at a revision, live keys only, in key order."""
+        """Newest row per key in the range at a revision, live keys only, in key order.
+
+        The rows carry no old_value (NULL): reads and deletes never use it.
+        """
         where = "mkv.name > ?" if exclusive_start else "mkv.name >= ?"
         if bounded:
             where += " AND mkv.name < ?"
@@ -96,7 +110,9 @@ class Dialect:
                 f"SELECT COUNT(*) FROM kine AS kv JOIN ({inner}) AS maxkv ON maxkv.id = kv.id"
                 " WHERE kv.deleted = 0 AND kv.name != 'compact_rev_key'"
             )
-        cols = ", ".join(f"kv.{c.strip()}" for c in COLUMNS.split(","))
+        # old_value (the previous version of each object) is only needed for events, never
+        # for a read: NULL spares copying it out for every key listed.
+        cols = ", ".join(f"kv.{c.strip()}" for c in COLUMNS.split(",") if c.strip() != "old_value") + ", NULL"
         text = (
             f"SELECT {cols} FROM kine AS kv JOIN ({inner}) AS maxkv ON maxkv.id = kv.id"
             " WHERE kv.deleted = 0 AND kv.name != 'compact_rev_key' ORDER BY kv.name ASC"

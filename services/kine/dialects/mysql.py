@@ -85,6 +85,9 @@ class _Tx:
                 return [(cur.lastrowid,)]
             return [tuple(r) for r in await cur.fetchall()]
 
+    async def scan(self, sql: str, args: Sequence[Any] = ()) -> list[tuple]:
+        return await self.query(sql, args)  # the driver never blocks the loop
+
     async def execute(self, sql: str, args: Sequence[Any] = ()) -> int:
         async with self._conn.cursor() as cur:
             try:
@@ -115,6 +118,9 @@ class MysqlDatabase:
             rows = [tuple(r) for r in await cur.fetchall()]
             # autocommit is on: each read sees the newest committed rows.
             return rows
+
+    async def scan(self, sql: str, args: Sequence[Any] = ()) -> list[tuple]:
+        return await self.query(sql, args)  # the driver never blocks the loop
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[_Tx]:
@@ -181,7 +187,13 @@ async def _open(dsn: str) -> tuple[base.Dialect, MysqlDatabase]:
             await cur.execute(f"CREATE DATABASE IF NOT EXISTS `{dbname}`")
     finally:
         conn.close()
-    pool = await aiomysql.create_pool(**params, db=dbname, autocommit=True, minsize=1, maxsize=10)
+    # READ COMMITTED, as on PostgreSQL: a write job that lost a compare-and-swap race re-reads
+    # the key inside its transaction, and under InnoDB's default REPEATABLE READ it would keep
+    # seeing the snapshot where the key was still absent (and lose the race again, forever).
+    pool = await aiomysql.create_pool(
+        **params, db=dbname, autocommit=True, minsize=1, maxsize=10,
+        init_command="SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+    )  # fmt: skip
     try:
         async with pool.acquire() as conn, conn.cursor() as cur:
             await cur.execute("SELECT GET_LOCK('kine_schema', 30)")

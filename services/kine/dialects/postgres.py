@@ -73,6 +73,9 @@ class _Tx:
         except asyncpg.PostgresError as exc:
             raise _translate(exc) from exc
 
+    async def scan(self, sql: str, args: Sequence[Any] = ()) -> list[tuple]:
+        return await self.query(sql, args)  # the driver never blocks the loop
+
     async def execute(self, sql: str, args: Sequence[Any] = ()) -> int:
         try:
             status = await self._conn.execute(sql, *args)
@@ -99,6 +102,9 @@ class PostgresDatabase:
 
     async def query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple]:
         return [tuple(r) for r in await self._pool.fetch(sql, *args)]
+
+    async def scan(self, sql: str, args: Sequence[Any] = ()) -> list[tuple]:
+        return await self.query(sql, args)  # the driver never blocks the loop
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[_Tx]:

@@ -68,7 +68,7 @@ class Leases:
             if not await tx.query(self._d.lease_get, (lease_id,)):
                 raise types.LeaseNotFoundError()
             revision = 0
-            for raw in await tx.query(self._d.lease_keys, (lease_id,)):
+            for raw in await tx.scan(self._d.lease_keys, (lease_id,)):
                 row = self._log.row(raw)
                 revision = await self._store._delete(tx, row)  # noqa: SLF001 - same layer
             await tx.execute(self._d.lease_delete, (lease_id,))
@@ -99,7 +99,7 @@ class Leases:
         if keys:
             names = [
                 rows.to_kv(self._log.row(r)).key
-                for r in await self._log.db.query(self._d.lease_keys, (lease_id,))
+                for r in await self._log.db.scan(self._d.lease_keys, (lease_id,))
             ]
         return types.LeaseInfo(lease_id, remaining, int(ttl), names)
 
@@ -107,7 +107,7 @@ class Leases:
         return [int(r[0]) for r in await self._log.db.query(self._d.lease_list)]
 
     async def adopt_orphans(self) -> None:
-        orphans = [int(r[0]) for r in await self._log.db.query(self._d.lease_orphans)]
+        orphans = [int(r[0]) for r in await self._log.db.scan(self._d.lease_orphans)]
         if not orphans:
             return
 

@@ -111,7 +111,7 @@ class LogStructured:
             current,
             len(found),
         )
-        return types.RangeResult(current, [rows.to_kv(r, keys_only=keys_only) for r in found], count, more)
+        return types.RangeResult(current, rows.to_kvs(found, keys_only=keys_only), count, more)
 
     # -- writes ------------------------------------------------------------------------
 
@@ -220,7 +220,7 @@ class LogStructured:
 
         succeeded, responses, revision = await self.log.write(job, savepoint=multi)
         revision = revision or await self.log.current_revision()
-        results = [dataclasses.replace(r, revision=revision) for r in responses]
+        results = [_at_revision(r, revision) for r in responses]
         log.debug("TXN compares=%d => rev=%d succeeded=%s", len(txn.compare), revision, succeeded)
         return types.TxnResult(revision, succeeded, results)
 
@@ -251,7 +251,11 @@ class LogStructured:
                 )
             else:
                 result = await self._delete_range(
-                    tx, op.key, op.range_end, want_prev=op.prev_kv, latest=None if op.range_end else await latest(op.key)
+                    tx,
+                    op.key,
+                    op.range_end,
+                    want_prev=op.prev_kv,
+                    latest=None if op.range_end else await latest(op.key),
                 )
             seen.clear()  # later reads in this transaction see this write (re-read inside the transaction)
             revision = max(revision, result.revision)
@@ -267,7 +271,7 @@ class LogStructured:
         count = len(found)
         more = bool(op.limit) and count > op.limit
         found = found[: op.limit] if op.limit else found
-        kvs = [] if op.count_only else [rows.to_kv(r, keys_only=op.keys_only) for r in found]
+        kvs = [] if op.count_only else rows.to_kvs(found, keys_only=op.keys_only)
         return types.RangeResult(0, kvs, count, more)
 
     # -- compaction ------------------------------------------------------------------------
@@ -285,7 +289,9 @@ class LogStructured:
         started = time.monotonic()
         try:
             compacted = await self.log.compact(
-                target, batch_size=self.settings.compact_batch_size, min_retain=self.settings.compact_min_retain
+                target,
+                batch_size=self.settings.compact_batch_size,
+                min_retain=self.settings.compact_min_retain,
             )
         except types.StoreError:
             if self.metrics is not None:
@@ -341,6 +347,15 @@ class LogStructured:
 
     async def lease_list(self) -> list[int]:
         return await self.leases.list()
+
+
+def _at_revision(result: types.OpResult, revision: int) -> types.OpResult:
+    """``dataclasses.replace(result, revision=revision)``, without its per-call field introspection."""
+    if isinstance(result, types.PutResult):
+        return types.PutResult(revision, result.prev_kv)
+    if isinstance(result, types.DeleteResult):
+        return types.DeleteResult(revision, result.deleted, result.prev_kvs)
+    return types.RangeResult(revision, result.kvs, result.count, result.more)
 
 
 def _compare(cmp: types.Compare, row: sqllog.Row | None) -> bool:

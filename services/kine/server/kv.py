@@ -22,6 +22,9 @@ MAX_TXN_OPS = 128
 
 _SORT_ORDERS = rpc_pb2.RangeRequest.SortOrder
 _SORT_TARGETS = rpc_pb2.RangeRequest.SortTarget
+# Plain ints: the enum wrappers' attribute lookups are Python calls, on every Range.
+_SORT_KEY = _SORT_TARGETS.KEY
+_SORT_ANY_ORDER = frozenset((_SORT_ORDERS.NONE, _SORT_ORDERS.ASCEND))
 _REVISION_FILTERS = ("min_mod_revision", "max_mod_revision", "min_create_revision", "max_create_revision")
 
 # Compare.target -> (types.CompareTarget, the target_union field etcd reads for it).
@@ -51,11 +54,11 @@ def check_range(request: rpc_pb2.RangeRequest, *, error: type[errors.RequestErro
     """Reject what the store cannot do; the backend returns keys in ascending key order."""
     if not request.key:
         raise errors.InvalidArgument(errors.EMPTY_KEY)
-    if request.sort_target != _SORT_TARGETS.KEY:
+    if request.sort_target != _SORT_KEY:
         raise error(
             f"kine: range sort_target {_enum_name(_SORT_TARGETS, request.sort_target)} is not supported"
         )
-    if request.sort_order not in (_SORT_ORDERS.NONE, _SORT_ORDERS.ASCEND):
+    if request.sort_order not in _SORT_ANY_ORDER:
         raise error(f"kine: range sort_order {_enum_name(_SORT_ORDERS, request.sort_order)} is not supported")
     for field in _REVISION_FILTERS:
         if getattr(request, field):
@@ -129,15 +132,17 @@ def txn_from_pb(request: rpc_pb2.TxnRequest) -> types.Txn:
     )
 
 
-def op_result_to_pb(op: types.Op, result: types.OpResult, identity: convert.Identity) -> rpc_pb2.ResponseOp:
-    header = identity.header(result.revision)
+def fill_op_result(
+    pb: rpc_pb2.ResponseOp, op: types.Op, result: types.OpResult, identity: convert.Identity
+) -> None:
     if isinstance(result, types.RangeResult):
-        return rpc_pb2.ResponseOp(response_range=convert.range_to_pb(result, header))
-    if isinstance(result, types.PutResult):
+        convert.fill_range(pb.response_range, result, identity)
+    elif isinstance(result, types.PutResult):
         prev_kv = isinstance(op, types.PutOp) and op.prev_kv
-        return rpc_pb2.ResponseOp(response_put=convert.put_to_pb(result, header, prev_kv=prev_kv))
-    prev_kv = isinstance(op, types.DeleteOp) and op.prev_kv
-    return rpc_pb2.ResponseOp(response_delete_range=convert.delete_to_pb(result, header, prev_kv=prev_kv))
+        convert.fill_put(pb.response_put, result, identity, prev_kv=prev_kv)
+    else:
+        prev_kv = isinstance(op, types.DeleteOp) and op.prev_kv
+        convert.fill_delete(pb.response_delete_range, result, identity, prev_kv=prev_kv)
 
 
 class KVService:
@@ -161,7 +166,7 @@ class KVService:
             "RANGE %r..%r rev=%d => rev=%d count=%d", request.key, request.range_end, request.revision,
             result.revision, result.count,
         )  # fmt: skip
-        return convert.range_to_pb(result, self._identity.header(result.revision))
+        return convert.range_to_pb(result, self._identity)
 
     async def put(self, request: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
         check_put(request, error=errors.Unimplemented)
@@ -169,7 +174,7 @@ class KVService:
             request.key, request.value, lease=request.lease, prev_kv=request.prev_kv
         )
         logger.debug("PUT %r lease=%d => rev=%d", request.key, request.lease, result.revision)
-        return convert.put_to_pb(result, self._identity.header(result.revision), prev_kv=request.prev_kv)
+        return convert.put_to_pb(result, self._identity, prev_kv=request.prev_kv)
 
     async def delete_range(self, request: rpc_pb2.DeleteRangeRequest) -> rpc_pb2.DeleteRangeResponse:
         check_delete(request)
@@ -181,7 +186,7 @@ class KVService:
             result.revision,
             result.deleted,
         )
-        return convert.delete_to_pb(result, self._identity.header(result.revision), prev_kv=request.prev_kv)
+        return convert.delete_to_pb(result, self._identity, prev_kv=request.prev_kv)
 
     async def txn(self, request: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
         txn = txn_from_pb(request)
@@ -190,14 +195,14 @@ class KVService:
         logger.debug(
             "TXN compares=%d => rev=%d succeeded=%s", len(txn.compare), result.revision, result.succeeded
         )
-        return rpc_pb2.TxnResponse(
-            header=self._identity.header(result.revision),
-            succeeded=result.succeeded,
-            responses=[
-                op_result_to_pb(op, res, self._identity)
-                for op, res in zip(ops, result.responses, strict=True)
-            ],
-        )
+        response = rpc_pb2.TxnResponse()
+        self._identity.fill_header(response.header, result.revision)
+        if result.succeeded:
+            response.succeeded = True
+        add = response.responses.add
+        for op, res in zip(ops, result.responses, strict=True):
+            fill_op_result(add(), op, res, self._identity)
+        return response
 
     async def compact(self, request: rpc_pb2.CompactionRequest) -> rpc_pb2.CompactionResponse:
         compacted = await self._backend.compact(request.revision)

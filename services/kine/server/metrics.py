@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+from typing import Any
 
 import grpc
 import prometheus_client
@@ -76,12 +77,9 @@ class KineMetrics:
             "kine_compacted_rows", "Log rows removed by compaction.", registry=r
         )
 
-    def observe_rpc(
-        self, *, kind: str, service: str, method: str, code: grpc.StatusCode, seconds: float | None
-    ) -> None:
-        self.handled.labels(kind, service, method, _code_name(code)).inc()
-        if seconds is not None:
-            self.handling_seconds.labels(kind, service, method).observe(seconds)
+    def for_rpc(self, *, kind: str, service: str, method: str) -> RpcMetrics:
+        """One RPC's metrics, with its labelled series looked up once instead of on every call."""
+        return RpcMetrics(self, kind=kind, service=service, method=method)
 
     async def refresh(self, backend: types.Backend) -> None:
         """Read the gauges that live in the store; a failing store leaves the last values."""
@@ -94,6 +92,27 @@ class KineMetrics:
 
     def render(self) -> bytes:
         return prometheus_client.generate_latest(self.registry)
+
+
+class RpcMetrics:
+    """The labelled series of one RPC; a series appears when it is first observed, as with ``labels``."""
+
+    def __init__(self, metrics: KineMetrics, *, kind: str, service: str, method: str) -> None:
+        self._metrics = metrics
+        self._labels = (kind, service, method)
+        self._timed = kind == "unary"  # go-grpc-prometheus times unary RPCs only
+        self._handled: dict[grpc.StatusCode, Any] = {}
+        self._seconds: Any = None
+
+    def observe(self, code: grpc.StatusCode, seconds: float) -> None:
+        handled = self._handled.get(code)
+        if handled is None:
+            handled = self._handled[code] = self._metrics.handled.labels(*self._labels, _code_name(code))
+        handled.inc()
+        if self._timed:
+            if self._seconds is None:
+                self._seconds = self._metrics.handling_seconds.labels(*self._labels)
+            self._seconds.observe(seconds)
 
 
 def _code_name(code: grpc.StatusCode) -> str:

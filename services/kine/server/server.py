@@ -56,6 +56,8 @@ SOCKET_NAME = Path("server") / "kine.sock"
 DEFAULT_GRACE = 5.0
 # Seconds to wait for cancelled handlers to unwind once grpc has stopped.
 HANDLER_DRAIN_TIMEOUT = 2.0
+# The status message of streams ended because the server stops.
+STREAM_ENDED = "kine: server is stopping"
 
 Kind = Literal["unary", "unary_stream", "stream_stream"]
 
@@ -127,47 +129,77 @@ def rpcs(s: _Services) -> list[Rpc]:
     # fmt: on
 
 
-def _handler(
-    rpc: Rpc, metrics: kine_metrics.KineMetrics, active: set[asyncio.Task[Any]]
-) -> grpc.RpcMethodHandler:
+class Calls:
+    """The RPCs in progress: every handler's task, and which of them are streams.
+
+    Stopping waits for ``active`` to unwind (so nothing touches the backend after
+    the server stops). Streams (watches, lease keep-alives) never end on their own,
+    so stopping ends them first, with UNAVAILABLE, instead of letting them hold the
+    whole grace period: clients reconnect, as they would to a restarted etcd.
+    """
+
+    def __init__(self) -> None:
+        self.active: set[asyncio.Task[Any]] = set()
+        self.streams: set[asyncio.Task[Any]] = set()
+        self.stopping = False
+
+    def end_streams(self) -> None:
+        self.stopping = True
+        for task in self.streams:
+            task.cancel(STREAM_ENDED)
+
+    def ended_by_stop(self, task: asyncio.Task[Any]) -> bool:
+        """True when our own end_streams, and nothing else, cancelled ``task``."""
+        return self.stopping and task in self.streams and task.cancelling() == 1
+
+
+def _handler(rpc: Rpc, metrics: kine_metrics.KineMetrics, calls: Calls) -> grpc.RpcMethodHandler:
     """Wrap ``rpc.handler`` with metrics and the error table, as a gRPC method handler.
 
-    Each running handler's task is kept in ``active``, so that stopping can wait
-    until every cancelled stream has really unwound (and closed its store watches).
+    Every call goes through here, so it does no per-call lookups: the metric series
+    are resolved once per RPC and status code.
     """
     txn = rpc.method == "Txn"
-
-    def observe(started: float, code: grpc.StatusCode) -> None:
-        # Recorded before the status reaches the client, so a client never sees an RPC uncounted.
-        seconds = time.perf_counter() - started if rpc.kind == "unary" else None
-        metrics.observe_rpc(kind=rpc.kind, service=rpc.service, method=rpc.method, code=code, seconds=seconds)
+    unary = rpc.kind == "unary"
+    handler = rpc.handler
+    stats = metrics.for_rpc(kind=rpc.kind, service=rpc.service, method=rpc.method)
+    ok = grpc.StatusCode.OK
+    clock = time.perf_counter
+    current_task = asyncio.current_task
 
     async def behavior(arg: Any, context: grpc.aio.ServicerContext) -> Any:
-        started = time.perf_counter()
-        task = asyncio.current_task()
+        # Observed before the status reaches the client, so a client never sees an RPC uncounted.
+        started = clock()
+        task = current_task()
         assert task is not None
-        active.add(task)
+        calls.active.add(task)
+        if not unary:
+            if calls.stopping:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, STREAM_ENDED)
+            calls.streams.add(task)
         try:
-            if rpc.kind == "unary":
-                response = await rpc.handler(arg)
-            else:
-                response = await rpc.handler(arg, context.write)
+            response = await handler(arg) if unary else await handler(arg, context.write)
         except asyncio.CancelledError:
-            observe(started, grpc.StatusCode.CANCELLED)
-            raise
+            if not calls.ended_by_stop(task):
+                stats.observe(grpc.StatusCode.CANCELLED, clock() - started)
+                raise
+            task.uncancel()  # our own stop: end the stream with a status instead
+            stats.observe(grpc.StatusCode.UNAVAILABLE, clock() - started)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, STREAM_ENDED)
         except Exception as exc:
             code, text = errors.to_status(exc, txn=txn)
             if errors.is_known(exc):
                 logger.debug("%s/%s => %s: %s", rpc.service, rpc.method, code.name, text)
             else:
                 logger.error("%s/%s failed", rpc.service, rpc.method, exc_info=errors.unwrap(exc))
-            observe(started, code)
+            stats.observe(code, clock() - started)
             await context.abort(code, text)
         else:
-            observe(started, grpc.StatusCode.OK)
+            stats.observe(ok, clock() - started)
             return response
         finally:
-            active.discard(task)
+            calls.active.discard(task)
+            calls.streams.discard(task)
 
     factory = {
         "unary": grpc.unary_unary_rpc_method_handler,
@@ -181,13 +213,21 @@ def _handler(
     )
 
 
+class _Methods(grpc.GenericRpcHandler):
+    """Every RPC in one table keyed by its wire path: one dict lookup per call."""
+
+    def __init__(self, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+        self._handlers = handlers
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        return self._handlers.get(handler_call_details.method)
+
+
 def generic_handlers(
-    services: list[Rpc], metrics: kine_metrics.KineMetrics, active: set[asyncio.Task[Any]]
+    services: list[Rpc], metrics: kine_metrics.KineMetrics, calls: Calls
 ) -> list[grpc.GenericRpcHandler]:
-    by_service: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
-    for rpc in services:
-        by_service.setdefault(rpc.service, {})[rpc.method] = _handler(rpc, metrics, active)
-    return [grpc.method_handlers_generic_handler(name, methods) for name, methods in by_service.items()]
+    handlers = {f"/{rpc.service}/{rpc.method}": _handler(rpc, metrics, calls) for rpc in services}
+    return [_Methods(handlers)]
 
 
 def _check_socket_free(path: Path) -> None:
@@ -236,7 +276,7 @@ class GrpcServer:
         self._socket: Path | None = None
         self._address = ""
         self._stopped = asyncio.Event()
-        self._active: set[asyncio.Task[Any]] = set()
+        self._calls = Calls()
 
     @property
     def address(self) -> str:
@@ -275,7 +315,7 @@ class GrpcServer:
             datastore=self._settings.datastore_endpoint or str(self._settings.data_dir), address=self._address
         )
         server.add_generic_rpc_handlers(
-            generic_handlers(rpcs(self._services(identity)), self.metrics, self._active)
+            generic_handlers(rpcs(self._services(identity)), self.metrics, self._calls)
         )
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
@@ -351,8 +391,9 @@ class GrpcServer:
             await self._health.enter_graceful_shutdown()
         if self._metrics_server is not None:
             await self._metrics_server.stop()
+        # Watch and keep-alive streams never end by themselves: end them now, not after the grace.
+        self._calls.end_streams()
         if self._server is not None:
-            # Watch streams never end by themselves: after the grace they are cancelled.
             await self._server.stop(grace)
         await self._drain_handlers()
         if self._socket is not None:
@@ -361,9 +402,9 @@ class GrpcServer:
     async def _drain_handlers(self) -> None:
         # grpc has cancelled what outlived the grace; wait for those handlers to unwind,
         # so nothing still touches the backend once its owner stops it after us.
-        if not self._active:
+        if not self._calls.active:
             return
-        _, pending = await asyncio.wait(set(self._active), timeout=HANDLER_DRAIN_TIMEOUT)
+        _, pending = await asyncio.wait(set(self._calls.active), timeout=HANDLER_DRAIN_TIMEOUT)
         for task in pending:
             task.cancel()
         if pending:

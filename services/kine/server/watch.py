@@ -269,11 +269,12 @@ class WatchStream:
             self._end(watcher, reason=errors.INTERNAL)
 
     def _send_events(self, watcher: _Watcher, events: list[types.Event]) -> None:
-        events = [event for event in events if event.type not in watcher.dropped]
+        if watcher.dropped:
+            events = [event for event in events if event.type not in watcher.dropped]
         if not events:
             return
         response = self._response(watcher.id, events[-1].kv.mod_revision)
-        response.events.extend(convert.event_to_pb(event, prev_kv=watcher.prev_kv) for event in events)
+        convert.add_events(response.events, events, prev_kv=watcher.prev_kv)
         self._send(response)
 
     def _end(self, watcher: _Watcher, *, reason: str, compact_revision: int = 0) -> None:
@@ -336,7 +337,9 @@ class WatchStream:
     # -- output -----------------------------------------------------------------------------
 
     def _response(self, watch_id: int, revision: int, **fields: bool) -> rpc_pb2.WatchResponse:
-        return rpc_pb2.WatchResponse(header=self._identity.header(revision), watch_id=watch_id, **fields)
+        response = rpc_pb2.WatchResponse(watch_id=watch_id, **fields)
+        self._identity.fill_header(response.header, revision)
+        return response
 
     def _send_canceled(
         self, watch_id: int, revision: int, *, reason: str = "", compact_revision: int = 0

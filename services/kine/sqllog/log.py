@@ -8,12 +8,20 @@ job). It provides:
 - group commit: write jobs (async functions over a ``LogTx``) queue up and one
   writer task runs everything queued in one SQL transaction. Each job keeps its
   own outcome: a job that hits the unique (name, prev_revision) constraint, i.e.
-  lost a compare-and-swap race with another process, is retried alone;
+  lost a compare-and-swap race with another process, is retried alone. While
+  several writers are active the writer lingers (at most LINGER) for as many
+  jobs as the last batch held, so batches form even when a commit is quick;
 - the poll loop: rows after the last seen revision, in id order, handed to one
   subscriber. Local commits wake it at once; a timer (and a bus notice from other
   kine processes) covers writes made elsewhere. Ids taken by transactions that
   are not committed yet show up as gaps: a gap is re-polled once, then filled
   with a ``gap-N`` tombstone so no event can ever arrive behind a later one;
+- on a database no other process writes (``dialect.shared`` is False: SQLite),
+  the writer hands the rows it just committed straight to the subscriber when
+  they follow the last delivered revision without a hole, which is always the
+  case there (one writer, ids from one counter). That is exactly what the poll
+  loop would read back, without reading it back; the poll loop still runs on its
+  timer and picks up anything the writer did not hand over;
 - compaction in short batches through the same writer, so it never holds the
   database for long and never races a write for SQLite's lock.
 """
@@ -22,10 +30,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, NamedTuple, TypeVar
 
 from services.kine import types
 from services.kine.dialects import base
@@ -38,15 +47,18 @@ T = TypeVar("T")
 POLL_BATCH = 500
 MAX_BATCH = 500  # write jobs per group commit
 CAS_RETRIES = 20
+# Seconds the writer waits for the writers of the last batch to queue again (see _gather).
+LINGER = 0.005
 GAP_RETRY_DELAY = 0.002
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Row:
+class Row(NamedTuple):
+    """One row of the log, as stored (a tuple: lists build thousands of these)."""
+
     id: int
     name: bytes
-    created: bool
-    deleted: bool
+    created: int  # 1 on the row that creates a key (0/1, used as a truth value)
+    deleted: int  # 1 on tombstones and gap fills
     create_revision: int
     prev_revision: int
     lease: int
@@ -55,25 +67,31 @@ class Row:
 
     @property
     def is_gap(self) -> bool:
-        return self.deleted and self.prev_revision == 0 and self.name.startswith(b"gap-")
+        return bool(self.deleted) and self.prev_revision == 0 and self.name.startswith(b"gap-")
+
+
+# Row._make without its Python-level length check: the tuples built here always have 9 fields.
+_make_row: Callable[[tuple[Any, ...]], Row] = functools.partial(tuple.__new__, Row)
 
 
 class LogTx:
     """What a write job sees: reads and appends inside the group-commit transaction."""
 
-    def __init__(self, log_: SqlLog, tx: base.Tx) -> None:
+    def __init__(self, log_: SqlLog, tx: base.Tx, appended: list[Row]) -> None:
         self._log = log_
         self._tx = tx
         self.last_id = 0
+        # Every row this transaction appended, in id order (shared by the batch's jobs).
+        self.appended = appended
 
     async def latest(self, key: bytes) -> Row | None:
-        d = self._log.dialect
-        rows = await self._tx.query(d.latest(at_revision=False), (d.encode_key(key),))
-        return self._log.row(rows[0]) if rows else None
+        log_ = self._log
+        rows = await self._tx.query(log_.sql_latest, (log_.dialect.encode_key(key),))
+        return log_.row(rows[0]) if rows else None
 
     async def list(self, start: bytes, end: bytes, *, limit: int = 0) -> list[Row]:
         sql, args = self._log.range_query(start, end, revision=None, limit=limit, count=False)
-        return [self._log.row(r) for r in await self._tx.query(sql, args)]
+        return self._log.rows(await self._tx.query(sql, args))
 
     async def append(
         self,
@@ -87,9 +105,9 @@ class LogTx:
         value: bytes | None = None,
         old_value: bytes | None = None,
     ) -> int:
-        d = self._log.dialect
+        log_ = self._log
         args = (
-            d.encode_key(name),
+            log_.dialect.encode_key(name),
             int(created),
             int(deleted),
             create_revision,
@@ -98,13 +116,18 @@ class LogTx:
             value,
             old_value,
         )
-        rows = await self._tx.query(d.insert, args)
+        rows = await self._tx.query(log_.sql_insert, args)
         row_id = int(rows[0][0])
         self.last_id = max(self.last_id, row_id)
+        self.appended.append(_make_row((row_id, name, *args[1:])))
         return row_id
 
     async def query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple]:
         return await self._tx.query(sql, args)
+
+    async def scan(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple]:
+        """A read that visits the whole table (see ``base.Tx.scan``)."""
+        return await self._tx.scan(sql, args)
 
     async def execute(self, sql: str, args: tuple[Any, ...] = ()) -> int:
         return await self._tx.execute(sql, args)
@@ -133,7 +156,16 @@ class SqlLog:
         self._poll_wake = asyncio.Event()
         self._current = 0  # newest revision known to exist (committed)
         self._polled = 0  # newest revision handed to the subscriber, gaps included
-        self._polled_changed = asyncio.Condition()
+        # wait_polled callers: (revision, future), resolved once _polled reaches the revision.
+        self._polled_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        # The writer may hand its rows to the subscriber only when no other process
+        # writes the database: then nobody else can commit an id between ours.
+        self._handoff = not dialect.shared
+        # Statements used on every request, built once.
+        self.sql_latest = dialect.latest(at_revision=False)
+        self.sql_latest_at = dialect.latest(at_revision=True)
+        self.sql_insert = dialect.insert
+        self._sql_after = dialect.after(ranged=False)
         self._subscriber: Callable[[list[Row]], None] | None = None
         self._on_commit: list[Callable[[int], None]] = []
         self._tasks: list[asyncio.Task[Any]] = []
@@ -180,23 +212,24 @@ class SqlLog:
                 await tx.append(b"/registry/health", created=True, value=b'{"health":"true"}')
 
         async with self.db.transaction() as tx:
-            await setup(LogTx(self, tx))
+            await setup(LogTx(self, tx, []))
 
     # -- reads ------------------------------------------------------------------------
 
-    def row(self, raw: tuple) -> Row:
+    def row(self, raw: Sequence[Any]) -> Row:
         rid, name, created, deleted, create_rev, prev_rev, lease, value, old_value = raw
-        return Row(
-            id=int(rid),
-            name=self.dialect.decode_key(name),
-            created=bool(created),
-            deleted=bool(deleted),
-            create_revision=int(create_rev or 0),
-            prev_revision=int(prev_rev or 0),
-            lease=int(lease or 0),
-            value=bytes(value) if value is not None else None,
-            old_value=bytes(old_value) if old_value is not None else None,
-        )
+        # The drivers return ints and bytes already; NULLs (rows kine wrote) read as 0.
+        return _make_row(
+            (rid, self.dialect.decode_key(name), created, deleted, create_rev or 0, prev_rev or 0, lease or 0,
+             value, old_value)
+        )  # fmt: skip
+
+    def rows(self, raws: list[Any]) -> list[Row]:
+        decode = self.dialect.decode_key
+        return [
+            _make_row((rid, decode(name), created, deleted, crev or 0, prev or 0, lease or 0, value, old))
+            for rid, name, created, deleted, crev, prev, lease, value, old in raws
+        ]
 
     async def _query_current(self) -> int:
         rows = await self.db.query(self.dialect.current_revision)
@@ -212,8 +245,7 @@ class SqlLog:
         return int(rows[0][0] or 0) if rows else 0
 
     async def get(self, key: bytes, *, revision: int) -> Row | None:
-        d = self.dialect
-        rows = await self.db.query(d.latest(at_revision=True), (d.encode_key(key), revision))
+        rows = await self.db.query(self.sql_latest_at, (self.dialect.encode_key(key), revision))
         return self.row(rows[0]) if rows else None
 
     def range_query(
@@ -245,7 +277,7 @@ class SqlLog:
 
     async def list(self, start: bytes, end: bytes, *, revision: int, limit: int = 0) -> list[Row]:
         sql, args = self.range_query(start, end, revision=revision, limit=limit, count=False)
-        return [self.row(r) for r in await self.db.query(sql, args)]
+        return self.rows(await self.db.query(sql, args))
 
     async def count(self, start: bytes, end: bytes, *, revision: int) -> int:
         sql, args = self.range_query(start, end, revision=revision, limit=0, count=True)
@@ -258,7 +290,7 @@ class SqlLog:
         """Rows with after < id <= upto, oldest first; only [start, end) unless start is None."""
         d = self.dialect
         if start is None:
-            rows = await self.db.query(d.after(ranged=False), (after, upto, limit))
+            rows = await self.db.query(self._sql_after, (after, upto, limit))
         else:
             start, end, exclusive = self._bounds(start, end)
             bounded = end != b"\x00"
@@ -267,7 +299,7 @@ class SqlLog:
                 args.append(d.encode_key(end))
             args.append(limit)
             rows = await self.db.query(d.after(ranged=True, exclusive_start=exclusive, bounded=bounded), args)
-        return [self.row(r) for r in rows]
+        return self.rows(rows)
 
     async def size(self) -> int:
         return await self.db.size()
@@ -288,20 +320,49 @@ class SqlLog:
         return await future
 
     async def _writer_loop(self) -> None:
+        # How many jobs the recent batches held: under concurrent load, about how many
+        # writers take turns. 1 means nobody else is writing: commit at once.
+        expected = 1
         while True:
             await self._queue_ready.wait()
             self._queue_ready.clear()
+            complete = expected <= 1 or await self._gather(expected)
+            taken = min(len(self._queue), MAX_BATCH)
+            expected = max(expected, taken) if complete else max(1, taken)
             while self._queue:
                 batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
                 await self._commit(batch)
 
+    async def _gather(self, expected: int) -> bool:
+        """Wait (at most LINGER) until ``expected`` jobs are queued; False if they did not come.
+
+        A commit on SQLite takes the loop a few tens of µs, so without this every
+        write would commit alone: no batching, and each answer leaving on its own
+        costs the server and its clients a wakeup apiece. Waiting for the writers
+        that took part in the last batch forms batches as a slow commit would, and
+        only when several writers are active (a lone writer never waits).
+        """
+        deadline = time.monotonic() + LINGER
+        while len(self._queue) < expected:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            try:
+                async with asyncio.timeout(left):
+                    await self._queue_ready.wait()
+            except TimeoutError:
+                return False
+            self._queue_ready.clear()
+        return True
+
     async def _commit(self, batch: list[_Pending]) -> None:
         outcomes: list[tuple[bool, Any]] = []
+        appended: list[Row] = []
         last_id = 0
         try:
             async with self.db.transaction() as tx:
                 for pending in batch:
-                    ltx = LogTx(self, tx)
+                    ltx = LogTx(self, tx, appended)
                     outcomes.append(await self._run(ltx, pending))
                     last_id = max(last_id, ltx.last_id)
         except Exception as exc:
@@ -315,14 +376,24 @@ class SqlLog:
             return
         if last_id:
             self._current = max(self._current, last_id)
-            self._poll_wake.set()
+            if not (self._handoff and self._hand_over(appended)):
+                self._poll_wake.set()
             for callback in self._on_commit:
                 callback(last_id)
+        # Events first, then the answers: a watcher sees a write no later than its writer does.
         for pending, (ok, value) in zip(batch, outcomes, strict=True):
             self._resolve(pending.future, ok, value)
 
+    def _hand_over(self, rows: list[Row]) -> bool:
+        """Deliver just-committed rows if they continue the delivered sequence exactly."""
+        if not rows or rows[0].id != self._polled + 1 or rows[-1].id != self._polled + len(rows):
+            return False  # ids are increasing, so first/last/length pin down "no hole"
+        self._deliver(rows)
+        return True
+
     async def _run(self, ltx: LogTx, pending: _Pending) -> tuple[bool, Any]:
         for _attempt in range(CAS_RETRIES):
+            mark = len(ltx.appended)
             try:
                 if pending.savepoint:
                     async with ltx.savepoint():
@@ -330,11 +401,19 @@ class SqlLog:
                 return True, await pending.job(ltx)
             except base.UniqueViolation:
                 # Another process wrote the same key (or took the id) first: re-read and retry.
+                self._undo(ltx, mark, pending)
                 ltx.last_id = 0
                 continue
             except types.StoreError as exc:
+                self._undo(ltx, mark, pending)
                 return False, exc
         return False, types.DatastoreError("too many conflicting writers on one key")
+
+    @staticmethod
+    def _undo(ltx: LogTx, mark: int, pending: _Pending) -> None:
+        # A savepoint rolled the job's rows back; without one they stay in the transaction.
+        if pending.savepoint:
+            del ltx.appended[mark:]
 
     @staticmethod
     def _resolve(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
@@ -361,7 +440,8 @@ class SqlLog:
     async def _poll_loop(self) -> None:
         while True:
             try:
-                await asyncio.wait_for(self._poll_wake.wait(), self._poll_interval)
+                async with asyncio.timeout(self._poll_interval):
+                    await self._poll_wake.wait()
             except TimeoutError:
                 pass
             self._poll_wake.clear()
@@ -376,13 +456,18 @@ class SqlLog:
         gap_seen: int | None = None
         while True:
             rows = await self.history(None, b"", after=self._polled, upto=2**62, limit=POLL_BATCH)
+            fetched = len(rows)
+            # The writer may have handed some of these over while the query ran.
+            rows = self._unseen(rows)
             if not rows:
-                return
+                if fetched < POLL_BATCH:
+                    return
+                continue
             good = self._contiguous(rows)
             if good:
-                await self._deliver(good)
+                self._deliver(good)
             if len(good) == len(rows):
-                if len(rows) < POLL_BATCH:
+                if fetched < POLL_BATCH:
                     return
                 continue
             gap = self._polled + 1
@@ -391,6 +476,12 @@ class SqlLog:
                 await asyncio.sleep(GAP_RETRY_DELAY)
                 continue
             await self._fill_gap(gap)
+
+    def _unseen(self, rows: list[Row]) -> list[Row]:
+        polled = self._polled
+        if rows and rows[0].id <= polled:
+            return [r for r in rows if r.id > polled]
+        return rows
 
     def _contiguous(self, rows: list[Row]) -> list[Row]:
         expected = self._polled + 1
@@ -406,18 +497,29 @@ class SqlLog:
 
         try:
             async with self.db.transaction() as tx:
-                await fill(LogTx(self, tx))
+                await fill(LogTx(self, tx, []))
             log.debug("filled revision gap %d", gap)
         except base.UniqueViolation:
             pass  # the real row committed meanwhile; the next poll reads it
 
-    async def _deliver(self, rows: list[Row]) -> None:
+    def _deliver(self, rows: list[Row]) -> None:
+        # Synchronous: the writer and the poll loop never interleave inside a delivery.
         self._polled = rows[-1].id
         self._current = max(self._current, self._polled)
         assert self._subscriber is not None
         self._subscriber([r for r in rows if not r.is_gap])
-        async with self._polled_changed:
-            self._polled_changed.notify_all()
+        if self._polled_waiters:
+            self._wake_polled_waiters()
+
+    def _wake_polled_waiters(self) -> None:
+        waiting = []
+        for revision, future in self._polled_waiters:
+            if revision <= self._polled:
+                if not future.done():
+                    future.set_result(None)
+            else:
+                waiting.append((revision, future))
+        self._polled_waiters = waiting
 
     @property
     def polled_revision(self) -> int:
@@ -426,8 +528,10 @@ class SqlLog:
     async def wait_polled(self, revision: int) -> int:
         """Wait until every row up to ``revision`` has been handed to the subscriber."""
         self.notify()
-        async with self._polled_changed:
-            await self._polled_changed.wait_for(lambda: self._polled >= revision)
+        if self._polled < revision:
+            future = asyncio.get_running_loop().create_future()
+            self._polled_waiters.append((revision, future))
+            await future
         return self._polled
 
     # -- compaction -------------------------------------------------------------------------
