@@ -13,7 +13,6 @@ Handlers are plain functions called by the informers on the event loop; they nev
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,8 +21,6 @@ from services.client import resources, store
 from services.scheduler import cache as cache_
 from services.scheduler import filters, podinfo
 from services.scheduler import queue as queue_
-
-log = logging.getLogger(__name__)
 
 AFFINITY_PLUGINS = frozenset({filters.INTER_POD_AFFINITY, filters.POD_TOPOLOGY_SPREAD})
 VOLUME_PLUGINS = frozenset({filters.VOLUME_BINDING})
