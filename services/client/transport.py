@@ -138,15 +138,17 @@ class _Exchange(httpx.AsyncByteStream):
         task, self._task = self._task, None
         if task is None:
             return
+        # asyncio.wait, not wait_for(shield(...)): on Python 3.11 the latter can swallow our own
+        # cancellation (CPython gh-86296), leaving the caller running after it was cancelled.
         try:
-            await asyncio.wait_for(asyncio.shield(task), CLOSE_TIMEOUT)
-        except TimeoutError:
-            log.warning("in-process request %s %s ignored the disconnect; cancelling it", *self._describe())
-            task.cancel()
-            await asyncio.wait([task])  # waits without raising the task's own cancellation
+            done, _ = await asyncio.wait({task}, timeout=CLOSE_TIMEOUT)
         except asyncio.CancelledError:
             task.cancel()  # we are being cancelled: do not leave the app running behind us
             raise
+        if not done:
+            log.warning("in-process request %s %s ignored the disconnect; cancelling it", *self._describe())
+            task.cancel()
+            await asyncio.wait([task])  # waits without raising the task's own cancellation
 
     def _describe(self) -> tuple[str, str]:
         return self._scope["method"], self._scope["path"]

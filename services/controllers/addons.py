@@ -242,6 +242,10 @@ class AddonController:
                 force = False
             except (errors.ApiError, errors.ClientError, OSError) as exc:
                 log.warning("addons: scanning %s failed: %s", self.directory, exc)
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # Python 3.11's wait_for may swallow a cancellation inside a request (gh-86296).
+                raise asyncio.CancelledError
             await self.clock.sleep(self.interval)
 
     async def sync(self, *, force: bool = False) -> None:

@@ -26,6 +26,7 @@ usual case.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 from typing import Any
@@ -114,6 +115,28 @@ def _finished_at(pod: dict[str, Any]) -> datetime.datetime | None:
     )
 
 
+@dataclasses.dataclass
+class Counts:
+    active: list[dict[str, Any]]  # neither finished nor being deleted
+    succeeded: int
+    failed: int
+    completed: set[int]  # Indexed: the indexes that succeeded
+
+
+def count(job: dict[str, Any], pods: list[dict[str, Any]]) -> Counts:
+    """What the Job's pods add up to, never below what its status already counted."""
+    spec, status = job.get("spec") or {}, job.get("status") or {}
+    completed = parse_indexes(status.get("completedIndexes"))
+    if spec.get("completionMode") == "Indexed":
+        completed |= {i for p in pods if _phase(p) == "Succeeded" and (i := index_of(p)) is not None}
+        completed = {i for i in completed if i < int(spec.get("completions") or 0)}
+        succeeded = len(completed)
+    else:
+        succeeded = max(int(status.get("succeeded") or 0), sum(_phase(p) == "Succeeded" for p in pods))
+    failed = max(int(status.get("failed") or 0), sum(_phase(p) == "Failed" for p in pods))
+    return Counts([p for p in pods if podutil.is_active(p)], succeeded, failed, completed)
+
+
 class JobController(base.QueueController):
     name = "job"
     workers = 5  # kube-controller-manager's --concurrent-job-syncs
@@ -175,60 +198,54 @@ class JobController(base.QueueController):
         if job is None or podutil.is_deleting(job):
             return
         now = self.clock.now()
-        pods = podutil.owned_by(self.pods.store, job)
         if is_finished(job):
             await self._expire(job, now)
             return
+        pods = podutil.owned_by(self.pods.store, job)
         status = store.copy(job.get("status") or {})
         spec = job.get("spec") or {}
-        active = [p for p in pods if podutil.is_active(p)]
-        indexed = spec.get("completionMode") == "Indexed"
-        completed = parse_indexes(status.get("completedIndexes"))
-        if indexed:
-            completed |= {i for p in pods if _phase(p) == "Succeeded" and (i := index_of(p)) is not None}
-            completed = {i for i in completed if i < int(spec.get("completions") or 0)}
-            succeeded = len(completed)
-        else:
-            succeeded = max(int(status.get("succeeded") or 0), sum(_phase(p) == "Succeeded" for p in pods))
-        failed = max(int(status.get("failed") or 0), sum(_phase(p) == "Failed" for p in pods))
+        counts = count(job, pods)
         if not spec.get("suspend") and not status.get("startTime"):
             status["startTime"] = podutil.format_time(now)
-
         conditions = list(status.get("conditions") or [])
         target = next((c for c in conditions if c["type"] in ("SuccessCriteriaMet", "FailureTarget")
                        and c.get("status") == "True"), None)  # fmt: skip
         if target is None:
-            target = self._verdict(job, status, active, succeeded, failed, completed, now)
+            target = self._verdict(job, status, counts, now)
             if target is not None:
                 conditions.append(target)
-        if target is not None:
-            await self._delete_pods(job, active)
-            if not active:
+        if target is not None:  # finishing: no pod may run on, then the terminal condition
+            await self._delete_pods(job, counts.active)
+            if not counts.active:
                 conditions.append(self._finish(job, status, target, now))
         elif spec.get("suspend"):
-            await self._delete_pods(job, active)
+            await self._delete_pods(job, counts.active)
             conditions = self._set_suspended(job, conditions, True, now)
         else:
             if condition(job, "Suspended") is not None:
                 conditions = self._set_suspended(job, conditions, False, now)
                 status["startTime"] = podutil.format_time(now)
-            await self._manage(job, pods, active, succeeded, failed, completed, now)
+            await self._manage(job, pods, counts, now)
             self._requeue_for_deadline(job, status, now)
+        await self._write_status(job, status, conditions, counts, pods)
 
+    async def _write_status(
+        self, job: dict[str, Any], status: dict[str, Any], conditions: list[dict[str, Any]], counts: Counts,
+        pods: list[dict[str, Any]],
+    ) -> None:  # fmt: skip
         status.update(
-            active=len(active),
-            ready=sum(podutil.is_ready(p) for p in active),
+            active=len(counts.active),
+            ready=sum(podutil.is_ready(p) for p in counts.active),
             terminating=sum(podutil.is_deleting(p) and not podutil.is_terminal(p) for p in pods),
-            succeeded=succeeded,
-            failed=failed,
+            succeeded=counts.succeeded,
+            failed=counts.failed,
             conditions=conditions,
             uncountedTerminatedPods={},
         )
-        if indexed:
-            status["completedIndexes"] = format_indexes(completed)
-        status = {
-            k: v for k, v in status.items() if k not in ("active", "succeeded", "failed", "conditions") or v
-        }
+        if (job.get("spec") or {}).get("completionMode") == "Indexed":
+            status["completedIndexes"] = format_indexes(counts.completed)
+        omitted_when_empty = ("active", "succeeded", "failed", "conditions")
+        status = {k: v for k, v in status.items() if k not in omitted_when_empty or v}
         if status != (job.get("status") or {}):
             assert self.ctx is not None
             changed = store.copy(job)
@@ -236,19 +253,18 @@ class JobController(base.QueueController):
             await self.ctx.api.update_status(resources.JOBS, changed)
 
     def _verdict(
-        self, job: dict[str, Any], status: dict[str, Any], active: list[dict[str, Any]], succeeded: int,
-        failed: int, completed: set[int], now: datetime.datetime,
-    ) -> dict[str, Any] | None:  # fmt: skip
+        self, job: dict[str, Any], status: dict[str, Any], counts: Counts, now: datetime.datetime
+    ) -> dict[str, Any] | None:
         """The interim condition the Job has earned, if any: failure is checked first."""
         spec = job.get("spec") or {}
         restarts = 0
         if ((spec.get("template") or {}).get("spec") or {}).get("restartPolicy") == "OnFailure":
             restarts = sum(
                 int(cs.get("restartCount") or 0)
-                for p in active
+                for p in counts.active
                 for cs in (p.get("status") or {}).get("containerStatuses") or ()
             )
-        if failed + restarts > int(spec.get("backoffLimit", 6)):
+        if counts.failed + restarts > int(spec.get("backoffLimit", 6)):
             return new_condition("FailureTarget", "BackoffLimitExceeded", BACKOFF_MESSAGE, now)
         deadline = spec.get("activeDeadlineSeconds")
         started = podutil.parse_time(status.get("startTime"))
@@ -256,11 +272,11 @@ class JobController(base.QueueController):
             return new_condition("FailureTarget", "DeadlineExceeded", DEADLINE_MESSAGE, now)
         completions = spec.get("completions")
         if spec.get("completionMode") == "Indexed":
-            done = len(completed) >= int(completions or 0)
+            done = len(counts.completed) >= int(completions or 0)
         elif completions is None:
-            done = succeeded > 0 and not active
+            done = counts.succeeded > 0 and not counts.active
         else:
-            done = succeeded >= int(completions)
+            done = counts.succeeded >= int(completions)
         if done:
             return new_condition("SuccessCriteriaMet", "CompletionsReached", SUCCESS_MESSAGE, now)
         return None
@@ -305,17 +321,17 @@ class JobController(base.QueueController):
     # -- pods ----------------------------------------------------------------------------------
 
     async def _manage(
-        self, job: dict[str, Any], pods: list[dict[str, Any]], active: list[dict[str, Any]], succeeded: int,
-        failed: int, completed: set[int], now: datetime.datetime,
-    ) -> None:  # fmt: skip
+        self, job: dict[str, Any], pods: list[dict[str, Any]], counts: Counts, now: datetime.datetime
+    ) -> None:
         key = base.key_of(job)
+        active, succeeded = counts.active, counts.succeeded
         if not self.expectations.satisfied(key):
             return
         spec = job.get("spec") or {}
         parallelism = int(spec.get("parallelism", 1))
         completions = spec.get("completions")
         if spec.get("completionMode") == "Indexed":
-            indexes, surplus = self._indexes_to_run(job, active, completed, parallelism)
+            indexes, surplus = self._indexes_to_run(job, active, counts.completed, parallelism)
         else:
             if completions is None:
                 want = min(len(active), parallelism) if succeeded > 0 else parallelism
@@ -328,7 +344,7 @@ class JobController(base.QueueController):
             return
         if not indexes:
             return
-        wait = self._backoff_left(pods, failed, now)
+        wait = self._backoff_left(pods, counts.failed, now)
         if wait > 0:
             self.queue.add_after(key, wait)
             return

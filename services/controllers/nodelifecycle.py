@@ -24,6 +24,7 @@ controller's clock) queues every node, which is how silence is noticed at all.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime
 import logging
@@ -121,6 +122,8 @@ class NodeLifecycleController(base.QueueController):
         self.monitor_period = monitor_period
         self.terminated_pod_threshold = terminated_pod_threshold
         self._health: dict[str, _Health] = {}
+        # When each NoExecute taint without a timeAdded was first seen: (node, key, value).
+        self._tainted_since: dict[tuple[str, str, str], datetime.datetime] = {}
 
     def setup(self, ctx: base.ControllerContext) -> None:
         super().setup(ctx)
@@ -153,6 +156,8 @@ class NodeLifecycleController(base.QueueController):
 
     def _node_deleted(self, node: dict[str, Any]) -> None:
         self._health.pop(node["metadata"]["name"], None)
+        for gone in [k for k in self._tainted_since if k[0] == node["metadata"]["name"]]:
+            del self._tainted_since[gone]
         self.queue.add(node["metadata"]["name"])  # its pods are now orphans
 
     def _lease_seen(self, lease: dict[str, Any]) -> None:
@@ -189,6 +194,10 @@ class NodeLifecycleController(base.QueueController):
             await self.clock.sleep(self.monitor_period)
             self.tick()
             await self.collect_pods()
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # Python 3.11's wait_for may swallow a cancellation inside a request (gh-86296).
+                raise asyncio.CancelledError
 
     def tick(self) -> None:
         """Queue every node, and every node name a pod is bound to (it may be gone)."""
@@ -291,14 +300,17 @@ class NodeLifecycleController(base.QueueController):
 
     async def _evict(self, node: dict[str, Any]) -> None:
         taints = [t for t in (node.get("spec") or {}).get("taints") or () if t.get("effect") == "NoExecute"]
+        name = node["metadata"]["name"]
+        current = {(name, t.get("key", ""), t.get("value", "")) for t in taints}
+        for gone in [k for k in self._tainted_since if k[0] == name and k not in current]:
+            del self._tainted_since[gone]
         if not taints:
             return
         assert self.ctx is not None
         now = self.clock.now()
-        added = [t for t in (podutil.parse_time(t.get("timeAdded")) for t in taints) if t is not None]
-        since = min(added) if added else now
+        since = min(self._taint_time(name, t, now) for t in taints)
         soonest: float | None = None
-        for pod in self.pods.store.by_index(NODE_INDEX, node["metadata"]["name"]):
+        for pod in self.pods.store.by_index(NODE_INDEX, name):
             if podutil.is_deleting(pod) or podutil.is_terminal(pod):
                 continue
             allowed = toleration_time(pod, taints)
@@ -310,7 +322,14 @@ class NodeLifecycleController(base.QueueController):
                 continue
             await self._evict_pod(pod)
         if soonest is not None:
-            self.queue.add_after(node["metadata"]["name"], soonest + 0.01)
+            self.queue.add_after(name, soonest + 0.01)
+
+    def _taint_time(self, node_name: str, taint: dict[str, Any], now: datetime.datetime) -> datetime.datetime:
+        """When a NoExecute taint was added: ``timeAdded``, else when this process first saw it."""
+        added = podutil.parse_time(taint.get("timeAdded"))
+        if added is not None:
+            return added
+        return self._tainted_since.setdefault((node_name, taint.get("key", ""), taint.get("value", "")), now)
 
     async def _evict_pod(self, pod: dict[str, Any]) -> None:
         assert self.ctx is not None

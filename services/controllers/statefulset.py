@@ -118,58 +118,76 @@ class StatefulSetController(base.QueueController):
         spec = sts.get("spec") or {}
         name = sts["metadata"]["name"]
         start = int((spec.get("ordinals") or {}).get("start") or 0)
-        replicas = int(spec.get("replicas", 1))
+        wanted = range(start, start + int(spec.get("replicas", 1)))
         ordered = spec.get("podManagementPolicy", "OrderedReady") != "Parallel"
-        by_ordinal: dict[int, dict[str, Any]] = {}
+        members: dict[int, dict[str, Any]] = {}
         condemned: list[dict[str, Any]] = []
         for pod in pods:
             ordinal = ordinal_of(name, pod)
-            if ordinal is not None and start <= ordinal < start + replicas:
-                by_ordinal[ordinal] = pod
+            if ordinal is not None and ordinal in wanted:
+                members[ordinal] = pod
             else:
                 condemned.append(pod)
         condemned.sort(key=lambda p: ordinal_of(name, p) or -1, reverse=True)
-        wanted = range(start, start + replicas)
+        # Each phase returns False when OrderedReady must wait before going on.
+        if not await self._fill(sts, wanted, members, ordered, current, update):
+            return
+        if not await self._scale_down(sts, members, condemned, ordered):
+            return
+        if (spec.get("updateStrategy") or {}).get("type", "RollingUpdate") == "RollingUpdate":
+            await self._roll(sts, wanted, members, update)
 
-        # 1. create missing pods, replace failed ones; OrderedReady waits for each to be healthy
+    async def _fill(
+        self, sts: dict[str, Any], wanted: range, members: dict[int, dict[str, Any]], ordered: bool,
+        current: dict[str, Any], update: dict[str, Any],
+    ) -> bool:  # fmt: skip
+        """Create missing pods and replace failed ones, lowest ordinal first; OrderedReady waits
+        for each to be Running and Ready before the next."""
         for ordinal in wanted:
-            pod = by_ordinal.get(ordinal)
+            pod = members.get(ordinal)
             if pod is None:
                 await self._create(sts, ordinal, self._revision_for(sts, ordinal, current, update))
-                if ordered:
-                    return
-                continue
-            if podutil.is_terminal(pod) and not podutil.is_deleting(pod):
+            elif podutil.is_terminal(pod) and not podutil.is_deleting(pod):
                 await self._delete(sts, pod)
-                if ordered:
-                    return
+            elif is_healthy(pod) or not ordered:
                 continue
-            if ordered and not is_healthy(pod):
-                return
+            if ordered:
+                return False
+        return True
 
-        # 2. scale down from the highest ordinal
-        members = [by_ordinal[o] for o in sorted(by_ordinal)]
-        unhealthy = [p for p in [*members, *condemned] if not is_healthy(p)]
+    async def _scale_down(
+        self,
+        sts: dict[str, Any],
+        members: dict[int, dict[str, Any]],
+        condemned: list[dict[str, Any]],
+        ordered: bool,
+    ) -> bool:
+        """Delete pods beyond ``replicas``, highest ordinal first; OrderedReady deletes one at a
+        time, and none while another pod is unhealthy."""
+        unhealthy = [p for p in [*(members[o] for o in sorted(members)), *condemned] if not is_healthy(p)]
         for pod in condemned:
             if podutil.is_deleting(pod):
                 if ordered:
-                    return
+                    return False
                 continue
             if ordered and unhealthy and unhealthy[0] is not pod and not podutil.is_terminal(pod):
-                return  # OrderedReady: never scale down while another pod is unhealthy
+                return False
             await self._delete(sts, pod)
             if ordered:
-                return
+                return False
+        return True
 
-        # 3. rolling update, from the highest ordinal down to the partition
-        strategy = spec.get("updateStrategy") or {}
-        if strategy.get("type", "RollingUpdate") != "RollingUpdate":
-            return
+    async def _roll(
+        self, sts: dict[str, Any], wanted: range, members: dict[int, dict[str, Any]], update: dict[str, Any]
+    ) -> None:
+        """Replace the highest pod at or above the partition that is not on the update revision,
+        once every pod above it is healthy again."""
+        strategy = (sts.get("spec") or {}).get("updateStrategy") or {}
         partition = int((strategy.get("rollingUpdate") or {}).get("partition") or 0)
         for ordinal in reversed(wanted):
-            if ordinal < start + partition:
-                break
-            pod = by_ordinal.get(ordinal)
+            if ordinal < wanted.start + partition:
+                return
+            pod = members.get(ordinal)
             if pod is None:
                 return  # created in this pass; the update goes on once it is seen
             if _revision_of(pod) != update["metadata"]["name"] and not podutil.is_deleting(pod):

@@ -153,6 +153,22 @@ async def test_a_silent_node_turns_unknown_is_tainted_and_its_pods_evicted(env: 
     assert env.pods() == ["forever"]
 
 
+async def test_a_users_no_execute_taint_counts_from_when_it_was_seen(env: Env) -> None:
+    node = ready_node("n1")
+    node["spec"]["taints"] = [{"key": "maintenance", "effect": "NoExecute"}]  # no timeAdded
+    tolerant = [{"key": "maintenance", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 20}]
+    await start(env, (NODES, node), (PODS, pod("tolerant", "n1", tolerant)), (PODS, pod("other", "n1")))
+    await env.sync()
+    assert env.pods() == ["tolerant"]
+    await env.report("True")  # alive: only the taint matters
+    await env.clock.advance(19)
+    await env.sync()
+    assert env.pods() == ["tolerant"]
+    await env.clock.advance(2)
+    await env.sync()
+    assert env.pods() == []
+
+
 async def test_a_node_that_comes_back_loses_its_taints(env: Env) -> None:
     await start(env, (NODES, ready_node("n1")), (LEASES, lease("n1", "2026-01-01T00:00:00.000000Z")))
     await env.clock.advance(41)
