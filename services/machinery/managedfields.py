@@ -37,6 +37,7 @@ every set. Approximations, all deliberate:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Collection, Iterable
 from typing import Any
@@ -517,6 +518,44 @@ def _removed(old: Any, new: Any, meta: patch.PatchMeta, path: Path, out: FieldSe
         out.add(path)
 
 
+_OWNED: Any = {}  # a leaf that is owned itself: shared, never changed, copied on the way out
+
+
+class _Irregular(Exception):
+    """A list holds two elements with one merge key: ``_created_tree`` leaves it to the general path."""
+
+
+def _created_tree(obj: dict[str, Any], meta: patch.PatchMeta) -> dict[str, Any]:
+    """FieldsV1 of everything a create sets: what ``to_fields_v1`` makes of ``_changed`` from
+    nothing, built in one sorted walk without the path tuples (a create's usual cost)."""
+    node = _created_node(obj, meta)
+    return node if node is not None and node is not _OWNED else {}
+
+
+def _created_node(value: Any, meta: patch.PatchMeta) -> dict[str, Any] | None:
+    """The subtree for ``value``: ``_OWNED`` for an owned leaf, None when nothing below it is set."""
+    if isinstance(value, dict) and value and meta.strategy != "atomic":
+        node: dict[str, Any] = {}
+        for key in sorted(value):
+            sub = value[key]
+            if sub is not None:
+                child = _created_node(sub, meta.child(key))
+                if child is not None:
+                    node["f:" + key] = {} if child is _OWNED else child
+        return node or None
+    if isinstance(value, list) and value and meta.merges_list:
+        elements: dict[str, dict[str, Any]] = {}
+        for element in value:
+            token = _element_token(element, meta)
+            keyed = token.startswith("k:")
+            if keyed and token in elements:
+                raise _Irregular(token)  # their fields would merge: left to the general path
+            below = _created_node(element, meta.item) if keyed else None
+            elements[token] = {".": {}, **below} if below else {}
+        return {token: elements[token] for token in sorted(elements)}
+    return _OWNED
+
+
 def _base_entries(old: dict[str, Any] | None, new: dict[str, Any]) -> list[Entry]:
     """Entries sent with the write win when they differ from the stored ones (``[{}]`` clears)."""
     old_raw = ((old or {}).get("metadata") or {}).get("managedFields")
@@ -545,6 +584,12 @@ def record_update(
     """
     meta = schema or patch.LEAF
     entries = _base_entries(old, new)
+    if not old and not entries:  # a create without managedFields: the writer owns all it set
+        with contextlib.suppress(_Irregular):
+            tree = _created_tree(_trackable(new, ignored_fields), meta)
+            entries = [Entry(manager, operation, api_version, now, subresource=subresource, tree=tree)]
+            _store(new, entries)
+            return new
     before = _trackable(old, ignored_fields) if old else _MISSING
     after = _trackable(new, ignored_fields)
     changed: FieldSet = set()
