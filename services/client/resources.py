@@ -93,6 +93,7 @@ LEASES = Resource("coordination.k8s.io", "v1", "leases", True, "Lease")
 ENDPOINTSLICES = Resource("discovery.k8s.io", "v1", "endpointslices", True, "EndpointSlice")
 EVENTS_V1 = Resource("events.k8s.io", "v1", "events", True, "Event")
 PODDISRUPTIONBUDGETS = Resource("policy", "v1", "poddisruptionbudgets", True, "PodDisruptionBudget")
+CLUSTERROLES = Resource("rbac.authorization.k8s.io", "v1", "clusterroles", False, "ClusterRole")
 PRIORITYCLASSES = Resource("scheduling.k8s.io", "v1", "priorityclasses", False, "PriorityClass")
 STORAGECLASSES = Resource("storage.k8s.io", "v1", "storageclasses", False, "StorageClass")
 CUSTOMRESOURCEDEFINITIONS = Resource(

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import orjson
 
-from services.client import errors
+from services.client import errors, http
 from services.client.resources import Resource
 
 log = logging.getLogger(__name__)
@@ -29,12 +29,26 @@ INITIAL_EVENTS_END = "k8s.io/initial-events-end"
 
 
 class Watch:
-    def __init__(self, http: httpx.AsyncClient, request: httpx.Request, *, resource: Resource) -> None:
-        self._http = http
-        self._request = request
+    """One watch request, opened on ``open`` (or ``async with``) and read as ``async for``.
+
+    The request is kept as an ``httpx.Request`` only as a parsed, editable URL (tests add query
+    parameters to it); it is sent through the client's ``http.Transport``, not through httpx.
+    """
+
+    def __init__(
+        self,
+        transport: http.Transport,
+        target: str,
+        *,
+        resource: Resource,
+        read_timeout: float | None = None,
+    ) -> None:
+        self._transport = transport
+        self._request = httpx.Request("GET", target)
         self.resource = resource
-        self.resource_version = request.url.params.get("resourceVersion", "")
-        self._response: httpx.Response | None = None
+        self.resource_version = self._request.url.params.get("resourceVersion", "")
+        self._read_timeout = read_timeout
+        self._response: http.Stream | None = None
         self._iterator: AsyncGenerator[tuple[EventType, dict[str, Any]]] | None = None
         self._closed = False
 
@@ -49,18 +63,19 @@ class Watch:
         """Send the request; raise ``ApiError`` when the server refuses the watch itself."""
         if self._response is not None:
             return
+        target = self._request.url.raw_path.decode("ascii")
         try:
-            response = await self._http.send(self._request, stream=True)
-        except httpx.TransportError as exc:
-            raise errors.TransportError(f"watch {self.resource}: {exc!r}") from exc
-        if response.status_code >= 400:
+            response = await self._transport.stream("GET", target)
+        except errors.TransportError as exc:
+            raise errors.TransportError(f"watch {self.resource}: {exc}") from exc
+        if response.status >= 400:
             try:
-                content = await response.aread()
-            except httpx.TransportError as exc:
-                raise errors.TransportError(f"watch {self.resource}: {exc!r}") from exc
+                content = await response.read()
+            except errors.TransportError as exc:
+                raise errors.TransportError(f"watch {self.resource}: {exc}") from exc
             finally:
                 await response.aclose()
-            raise errors.from_body(response.status_code, content)
+            raise errors.from_body(response.status, content)
         self._response = response
 
     def __aiter__(self) -> AsyncIterator[tuple[EventType, dict[str, Any]]]:
@@ -75,7 +90,7 @@ class Watch:
         assert self._response is not None
         pending = b""
         try:
-            async for chunk in self._response.aiter_bytes():
+            async for chunk in self._response.chunks(read_timeout=self._read_timeout):
                 pending += chunk
                 if b"\n" not in chunk:
                     continue
@@ -85,9 +100,9 @@ class Watch:
                         yield self._decode(line)
             if pending.strip():
                 yield self._decode(pending)
-        except httpx.TransportError as exc:
-            if not self._closed:
-                raise errors.TransportError(f"watch {self.resource}: {exc!r}") from exc
+        except errors.TransportError:
+            if not self._closed:  # a stream we closed ourselves ends quietly
+                raise
         finally:
             await self._close_response()
 
