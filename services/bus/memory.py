@@ -8,6 +8,10 @@ NATS. A broker lives as long as some bus holds it.
 Delivery mirrors NATS: each subscription has its own bounded queue and one named delivery task, so
 handlers of one subscription run in order, a slow handler never blocks the publisher, and a full
 queue drops notices (counted and logged) instead of growing without bound.
+
+Request/reply as NATS does it: a request is published with a reply subject (a fresh inbox) on which
+the requester waits; when no subscription matches the request's subject the requester learns it at
+once (NATS's "no responders").
 """
 
 from __future__ import annotations
@@ -15,13 +19,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import urllib.parse
+import uuid
 import weakref
+from collections.abc import Awaitable, Callable
 
 from services.bus import types
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_PENDING = 65536  # notices queued per subscription before new ones are dropped
+INBOX_PREFIX = "_INBOX"
+
+Deliver = Callable[[str, bytes, str], Awaitable[None]]  # (subject, payload, reply subject or "")
 
 _brokers: weakref.WeakValueDictionary[str, Broker] = weakref.WeakValueDictionary()
 
@@ -62,36 +71,40 @@ class Broker:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self._subscriptions: set[MemorySubscription] = set()
+        self._subscriptions: set[MemorySubscription | ReplyWaiter] = set()
 
-    def add(self, subscription: MemorySubscription) -> None:
+    def add(self, subscription: MemorySubscription | ReplyWaiter) -> None:
         self._subscriptions.add(subscription)
 
-    def remove(self, subscription: MemorySubscription) -> None:
+    def remove(self, subscription: MemorySubscription | ReplyWaiter) -> None:
         self._subscriptions.discard(subscription)
 
-    def publish(self, subject: str, payload: bytes) -> None:
+    def publish(self, subject: str, payload: bytes, *, reply: str = "") -> int:
+        """Route a notice; returns how many subscriptions it reached."""
         tokens = split_subject(subject, wildcards=False)
+        reached = 0
         # Iterate over a copy: a handler may subscribe or unsubscribe while we route.
         for subscription in list(self._subscriptions):
             if subject_matches(subscription.pattern, tokens):
-                subscription.offer(subject, payload)
+                subscription.offer(subject, payload, reply)
+                reached += 1
+        return reached
 
 
 class MemorySubscription:
-    def __init__(self, broker: Broker, subject: str, handler: types.Handler, *, max_pending: int) -> None:
+    def __init__(self, broker: Broker, subject: str, deliver: Deliver, *, max_pending: int) -> None:
         self.subject = subject
         self.pattern = split_subject(subject, wildcards=True)
         self.dropped = 0
         self._broker = broker
-        self._handler = handler
-        self._queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(max_pending)
+        self._handler = deliver
+        self._queue: asyncio.Queue[tuple[str, bytes, str]] = asyncio.Queue(max_pending)
         self._task = asyncio.create_task(self._deliver(), name=f"bus delivery {subject}")
         broker.add(self)
 
-    def offer(self, subject: str, payload: bytes) -> None:
+    def offer(self, subject: str, payload: bytes, reply: str = "") -> None:
         try:
-            self._queue.put_nowait((subject, payload))
+            self._queue.put_nowait((subject, payload, reply))
         except asyncio.QueueFull:
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 1000 == 0:
@@ -101,9 +114,9 @@ class MemorySubscription:
 
     async def _deliver(self) -> None:
         while True:
-            subject, payload = await self._queue.get()
+            subject, payload, reply = await self._queue.get()
             try:
-                await self._handler(subject, payload)
+                await self._handler(subject, payload, reply)
             except Exception:
                 logger.exception("bus handler for %s failed on %s", self.subject, subject)
 
@@ -121,6 +134,19 @@ class MemorySubscription:
                 raise
 
 
+class ReplyWaiter:
+    """A one-shot subscription to a request's inbox: the first reply resolves it, in the publisher's call."""
+
+    def __init__(self, inbox: str) -> None:
+        self.subject = inbox
+        self.pattern = split_subject(inbox, wildcards=False)
+        self.reply: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    def offer(self, subject: str, payload: bytes, reply: str = "") -> None:
+        if not self.reply.done():
+            self.reply.set_result(payload)
+
+
 class MemoryBus:
     """One connection to a broker; closing it ends its own subscriptions only."""
 
@@ -136,7 +162,42 @@ class MemoryBus:
 
     async def subscribe(self, subject: str, handler: types.Handler) -> MemorySubscription:
         self._check_open()
-        subscription = MemorySubscription(self._broker, subject, handler, max_pending=self._max_pending)
+
+        async def deliver(subject: str, payload: bytes, reply: str) -> None:
+            await handler(subject, payload)
+
+        return self._add(subject, deliver)
+
+    async def serve(self, subject: str, responder: types.Responder) -> MemorySubscription:
+        self._check_open()
+
+        async def deliver(subject: str, payload: bytes, reply: str) -> None:
+            answer = await responder(subject, payload)
+            if reply:
+                self._broker.publish(reply, bytes(answer))
+
+        return self._add(subject, deliver)
+
+    async def request(self, subject: str, payload: bytes, *, within: float) -> bytes:
+        self._check_open()
+        waiter = ReplyWaiter(self.new_inbox())
+        self._broker.add(waiter)
+        try:
+            if not self._broker.publish(subject, bytes(payload), reply=waiter.subject):
+                raise types.NoResponders(f"no responders on {subject!r}")
+            try:
+                async with asyncio.timeout(within):
+                    return await waiter.reply
+            except TimeoutError:
+                raise types.RequestTimeout(f"no reply on {subject!r} within {within:g}s") from None
+        finally:
+            self._broker.remove(waiter)
+
+    def new_inbox(self) -> str:
+        return f"{INBOX_PREFIX}.{uuid.uuid4().hex}"
+
+    def _add(self, subject: str, deliver: Deliver) -> MemorySubscription:
+        subscription = MemorySubscription(self._broker, subject, deliver, max_pending=self._max_pending)
         self._subscriptions.append(subscription)
         return subscription
 

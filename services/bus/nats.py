@@ -6,6 +6,9 @@ ever in the background (a restarted nats-server comes back on the same port), bu
 published meanwhile up to its pending limit; past that, notices are dropped, which the bus contract
 allows (subscribers fall back to polling).
 
+Requests use nats-py's shared response inbox; a request nobody serves fails at once with
+``NoResponders`` (the server's "no responders" status, which needs headers, on since NATS 2.2).
+
 nats-py reports asynchronous errors through callbacks; ours log one line each, with any password or
 token scrubbed, instead of the library's default traceback.
 """
@@ -130,6 +133,35 @@ class NatsBus:
         except nats.errors.Error as exc:
             raise types.BusError(f"cannot subscribe to {subject!r}: {self._scrub(exc)}") from None
         return NatsSubscription(subscription)
+
+    async def request(self, subject: str, payload: bytes, *, within: float) -> bytes:
+        try:
+            reply = await self._client.request(subject, payload, timeout=within)
+        except nats.errors.NoRespondersError:
+            raise types.NoResponders(f"no responders on {subject!r}") from None
+        except nats.errors.TimeoutError:
+            raise types.RequestTimeout(f"no reply on {subject!r} within {within:g}s") from None
+        except nats.errors.Error as exc:
+            raise types.BusError(f"request on {subject!r} failed: {self._scrub(exc)}") from None
+        return reply.data
+
+    async def serve(self, subject: str, responder: types.Responder) -> NatsSubscription:
+        async def answer(msg: nats.aio.msg.Msg) -> None:
+            try:
+                data = await responder(msg.subject, msg.data)
+                if msg.reply:
+                    await self._client.publish(msg.reply, data)
+            except Exception:
+                logger.exception("bus responder for %s failed on %s", subject, msg.subject)
+
+        try:
+            subscription = await self._client.subscribe(subject, cb=answer)
+        except nats.errors.Error as exc:
+            raise types.BusError(f"cannot serve {subject!r}: {self._scrub(exc)}") from None
+        return NatsSubscription(subscription)
+
+    def new_inbox(self) -> str:
+        return self._client.new_inbox()
 
     async def close(self) -> None:
         if not self._client.is_closed:
