@@ -33,6 +33,7 @@ import collections
 import dataclasses
 import enum
 import logging
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,56 @@ def parse_address(address: str, *, tls: TlsFiles | None = None) -> tuple[str, bo
     return target, secure
 
 
+def parse_endpoints(address: str, *, tls: TlsFiles | None = None) -> tuple[list[str], bool]:
+    """The gRPC targets of a comma-separated endpoint list (K3s's etcd form) and whether they need TLS.
+
+    Every endpoint names one member of the same etcd cluster, so they must agree on TLS.
+    """
+    parsed = [parse_address(part.strip(), tls=tls) for part in address.split(",") if part.strip()]
+    if not parsed:
+        raise ValueError(f"no address in datastore endpoint {address!r}")
+    if len({secure for _, secure in parsed}) > 1:
+        raise ValueError(f"the datastore endpoints {address!r} mix http and https")
+    targets = [target for target, _ in parsed]
+    if len(targets) > 1 and any(target.startswith("unix:") for target in targets):
+        raise ValueError(f"a unix socket cannot be one of several datastore endpoints: {address!r}")
+    return targets, parsed[0][1]
+
+
+async def channel_target(targets: list[str]) -> tuple[str, list[tuple[str, str]]]:
+    """One gRPC target for ``targets`` and the channel options it needs.
+
+    Several endpoints become one ``ipv4:``/``ipv6:`` address list (names resolved now), so gRPC's
+    pick_first policy moves to the next member when one goes away. One channel checks one TLS
+    name: the first endpoint's host, which every member's certificate must therefore carry.
+    """
+    if len(targets) == 1:
+        return targets[0], []
+    addresses: dict[int, list[str]] = {socket.AF_INET: [], socket.AF_INET6: []}
+    loop = asyncio.get_running_loop()
+    for target in targets:
+        host, _, port = target.rpartition(":")
+        host = host.strip("[]")
+        try:
+            infos = await loop.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+        except (OSError, ValueError) as exc:
+            raise types.DatastoreError(f"cannot resolve datastore endpoint {target}: {exc}") from None
+        for family, _, _, _, sockaddr in infos:
+            if family in addresses:
+                ip = sockaddr[0] if family == socket.AF_INET else f"[{sockaddr[0]}]"
+                if f"{ip}:{port}" not in addresses[family]:
+                    addresses[family].append(f"{ip}:{port}")
+    family = socket.AF_INET if addresses[socket.AF_INET] else socket.AF_INET6
+    scheme = "ipv4" if family == socket.AF_INET else "ipv6"
+    first_host = targets[0].rpartition(":")[0].strip("[]")
+    options = [
+        ("grpc.lb_policy_name", "pick_first"),
+        ("grpc.default_authority", targets[0]),
+        ("grpc.ssl_target_name_override", first_host),
+    ]
+    return f"{scheme}:{','.join(addresses[family])}", options
+
+
 # -- protobuf <-> types -----------------------------------------------------------------------
 
 
@@ -162,21 +213,44 @@ def _range_result(pb: rpc_pb2.RangeResponse, revision: int) -> types.RangeResult
     return types.RangeResult(revision, [_kv(kv) for kv in pb.kvs], pb.count, pb.more)
 
 
-def _compare_pb(cmp: types.Compare) -> rpc_pb2.Compare:
-    target, field = _COMPARE_TARGETS[cmp.target]
-    pb = rpc_pb2.Compare(key=cmp.key, target=target, result=_COMPARE_RESULTS[cmp.result])
-    setattr(pb, field, cmp.value)
-    return pb
+# Every write of the API server is one Txn, so its request is filled in place, field by field
+# (upb's setters and ``repeated.add()`` cost a third of nested keyword constructors).
 
 
-def _op_pb(op: types.Op) -> rpc_pb2.RequestOp:
-    if isinstance(op, types.RangeOp):
-        return rpc_pb2.RequestOp(request_range=_range_request(op))
+def _txn_request(txn: types.Txn) -> rpc_pb2.TxnRequest:
+    request = rpc_pb2.TxnRequest()
+    add = request.compare.add
+    for cmp in txn.compare:
+        target, field = _COMPARE_TARGETS[cmp.target]
+        pb = add()
+        pb.key = cmp.key
+        pb.target = target
+        pb.result = _COMPARE_RESULTS[cmp.result]
+        setattr(pb, field, cmp.value)
+    for ops, into in ((txn.success, request.success), (txn.failure, request.failure)):
+        for op in ops:
+            _fill_op(into.add(), op)
+    return request
+
+
+def _fill_op(pb: rpc_pb2.RequestOp, op: types.Op) -> None:
     if isinstance(op, types.PutOp):
-        put = rpc_pb2.PutRequest(key=op.key, value=op.value, lease=op.lease, prev_kv=op.prev_kv)
-        return rpc_pb2.RequestOp(request_put=put)
-    delete = rpc_pb2.DeleteRangeRequest(key=op.key, range_end=op.range_end, prev_kv=op.prev_kv)
-    return rpc_pb2.RequestOp(request_delete_range=delete)
+        put = pb.request_put
+        put.SetInParent()  # the oneof is set even when every field is at its default
+        put.key = op.key
+        put.value = op.value
+        if op.lease:
+            put.lease = op.lease
+        if op.prev_kv:
+            put.prev_kv = True
+    elif isinstance(op, types.RangeOp):
+        pb.request_range.SetInParent()
+        pb.request_range.CopyFrom(_range_request(op))
+    else:
+        pb.request_delete_range.SetInParent()
+        pb.request_delete_range.CopyFrom(
+            rpc_pb2.DeleteRangeRequest(key=op.key, range_end=op.range_end, prev_kv=op.prev_kv)
+        )
 
 
 def _op_result(pb: rpc_pb2.ResponseOp, revision: int) -> types.OpResult:
@@ -401,7 +475,7 @@ class GrpcBackend:
         """``timeout`` bounds every unary RPC and every wait for a watch answer, in seconds;
         ``watch_buffer`` is how many event batches a watch may hold before it is cancelled as too slow."""
         self.address = address
-        self._target, self._secure = parse_address(address, tls=tls)
+        self._targets, self._secure = parse_endpoints(address, tls=tls)
         self._tls = tls
         self._connect_timeout = connect_timeout
         self._timeout = timeout
@@ -443,6 +517,7 @@ class GrpcBackend:
         log.info("store client connected to %s", self.address)
 
     async def _connect(self) -> None:
+        credentials: grpc.ChannelCredentials | None = None
         if self._secure:
             try:
                 credentials = await asyncio.to_thread(
@@ -450,9 +525,12 @@ class GrpcBackend:
                 )
             except OSError as exc:
                 raise types.DatastoreError(f"cannot read the datastore TLS files: {exc}") from exc
-            self._channel = grpc.aio.secure_channel(self._target, credentials, options=CHANNEL_OPTIONS)
+        target, extra = await channel_target(self._targets)
+        options = [*CHANNEL_OPTIONS, *extra]
+        if credentials is not None:
+            self._channel = grpc.aio.secure_channel(target, credentials, options=options)
         else:
-            self._channel = grpc.aio.insecure_channel(self._target, options=CHANNEL_OPTIONS)
+            self._channel = grpc.aio.insecure_channel(target, options=options)
         self._bind(self._channel)
         try:
             async with asyncio.timeout(self._connect_timeout):
@@ -482,6 +560,7 @@ class GrpcBackend:
                 f"/etcdserverpb.{service}/{method}",
                 request_serializer=request.SerializeToString,
                 response_deserializer=response.FromString,
+                _registered_method=True,  # gRPC core interns the path once, not per call
             )
         streams = {
             "Watch": ("Watch", p.WatchRequest, p.WatchResponse),
@@ -492,6 +571,7 @@ class GrpcBackend:
                 f"/etcdserverpb.{service}/{method}",
                 request_serializer=request.SerializeToString,
                 response_deserializer=response.FromString,
+                _registered_method=True,  # gRPC core interns the path once, not per call
             )
 
     async def stop(self) -> None:
@@ -599,12 +679,7 @@ class GrpcBackend:
         )
 
     async def txn(self, txn: types.Txn) -> types.TxnResult:
-        request = rpc_pb2.TxnRequest(
-            compare=[_compare_pb(c) for c in txn.compare],
-            success=[_op_pb(op) for op in txn.success],
-            failure=[_op_pb(op) for op in txn.failure],
-        )
-        response = await self._call("Txn", request)
+        response = await self._call("Txn", _txn_request(txn))
         revision = response.header.revision
         results = [_op_result(r, revision) for r in response.responses]
         return types.TxnResult(revision, response.succeeded, results)

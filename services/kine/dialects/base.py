@@ -28,6 +28,11 @@ class UniqueViolation(Exception):
     """An INSERT hit the (name, prev_revision) or primary key constraint: someone wrote first."""
 
 
+class TransientError(Exception):
+    """The database rolled the whole transaction back (a deadlock, a lock wait that timed out, a
+    serialization failure): nothing of it was written, and running it again may well succeed."""
+
+
 class Tx(Protocol):
     async def query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple]: ...
 

@@ -43,6 +43,9 @@ SCHEMA = (
 )
 
 DUPLICATE_ENTRY = 1062
+# InnoDB rolls the whole transaction back on a deadlock; a lock wait timeout rolls back the
+# statement, and kine's savepoint then the job: both are worth running again.
+ROLLED_BACK = frozenset({1213, 1205})  # ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT
 DUPLICATE_KEY_NAME = 1061
 
 DIALECT = base.Dialect(
@@ -63,8 +66,11 @@ DIALECT = base.Dialect(
 
 
 def _translate(exc: Exception) -> Exception:
-    if isinstance(exc, pymysql.err.IntegrityError) and exc.args and exc.args[0] == DUPLICATE_ENTRY:
+    code = exc.args[0] if exc.args else None
+    if isinstance(exc, pymysql.err.IntegrityError) and code == DUPLICATE_ENTRY:
         return base.UniqueViolation(str(exc.args[1]) if len(exc.args) > 1 else "duplicate entry")
+    if code in ROLLED_BACK:
+        return base.TransientError(str(exc.args[1]) if len(exc.args) > 1 else str(exc))
     return exc
 
 
@@ -101,8 +107,15 @@ class _Tx:
         await self.execute(f"SAVEPOINT {name}")
         try:
             yield
-        except BaseException:
-            await self.execute(f"ROLLBACK TO SAVEPOINT {name}")
+        except BaseException as exc:
+            try:
+                await self.execute(f"ROLLBACK TO SAVEPOINT {name}")
+            except pymysql.err.MySQLError:
+                # The savepoint went with the transaction (a deadlock rolls it all back): the
+                # original error is what happened, and it says so.
+                if isinstance(exc, base.TransientError):
+                    raise exc from None
+                raise base.TransientError(f"the transaction was rolled back: {exc}") from exc
             raise
         await self.execute(f"RELEASE SAVEPOINT {name}")
 

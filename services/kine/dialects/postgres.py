@@ -59,6 +59,8 @@ DIALECT = base.Dialect(
 def _translate(exc: Exception) -> Exception:
     if isinstance(exc, asyncpg.UniqueViolationError):
         return base.UniqueViolation(str(exc))
+    if isinstance(exc, asyncpg.DeadlockDetectedError | asyncpg.SerializationError):
+        return base.TransientError(str(exc))
     return exc
 
 
@@ -133,7 +135,7 @@ async def _ensure_database(dsn: str) -> None:
         conn = await asyncpg.connect(admin)
         try:
             await conn.execute(f'CREATE DATABASE "{dbname}"')
-        except asyncpg.DuplicateDatabaseError:
+        except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):  # created meanwhile by another server
             pass
         finally:
             await conn.close()

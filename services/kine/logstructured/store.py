@@ -281,6 +281,8 @@ class LogStructured:
         if revision > current:
             raise types.FutureRevisionError()
         stored = await self.log.compact_revision()
+        if revision == 0 and stored == 0:
+            return 0  # etcd: a store never compacted accepts "compact to 0" (its mark starts at -1)
         if revision <= stored:
             raise types.CompactedError(stored, current)
         return await self._compact(revision)

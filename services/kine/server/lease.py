@@ -19,6 +19,7 @@ logger = logging.getLogger(__name__)
 
 # etcd's MaxLeaseTTL (server/lease/lessor.go): about 285 years.
 MAX_LEASE_TTL = 9_000_000_000
+MIN_LEASE_TTL = 2  # etcd's minLeaseTTL with its default 100 ms heartbeat and 1 s election timeout
 
 Write = Callable[[rpc_pb2.LeaseKeepAliveResponse], Awaitable[None]]
 
@@ -36,7 +37,9 @@ class LeaseService:
     async def grant(self, request: rpc_pb2.LeaseGrantRequest) -> rpc_pb2.LeaseGrantResponse:
         if request.TTL > MAX_LEASE_TTL:
             raise errors.OutOfRange(errors.LEASE_TTL_TOO_LARGE)
-        info = await self._backend.lease_grant(request.TTL, lease_id=request.ID)
+        # etcd raises a TTL below its minimum (1.5 election timeouts, 2 s by default) to that minimum.
+        ttl = max(request.TTL, MIN_LEASE_TTL)
+        info = await self._backend.lease_grant(ttl, lease_id=request.ID)
         logger.debug(
             "LEASE GRANT id=%d ttl=%d => id=%d ttl=%d", request.ID, request.TTL, info.id, info.granted_ttl
         )

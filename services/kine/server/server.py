@@ -213,21 +213,18 @@ def _handler(rpc: Rpc, metrics: kine_metrics.KineMetrics, calls: Calls) -> grpc.
     )
 
 
-class _Methods(grpc.GenericRpcHandler):
-    """Every RPC in one table keyed by its wire path: one dict lookup per call."""
-
-    def __init__(self, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
-        self._handlers = handlers
-
-    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
-        return self._handlers.get(handler_call_details.method)
-
-
-def generic_handlers(
+def method_handlers(
     services: list[Rpc], metrics: kine_metrics.KineMetrics, calls: Calls
-) -> list[grpc.GenericRpcHandler]:
-    handlers = {f"/{rpc.service}/{rpc.method}": _handler(rpc, metrics, calls) for rpc in services}
-    return [_Methods(handlers)]
+) -> dict[str, dict[str, grpc.RpcMethodHandler]]:
+    """Every RPC's handler by service and method, for ``add_registered_method_handlers``.
+
+    Registered methods are matched by gRPC core from the wire path, with no Python lookup
+    per call (a generic handler is asked, in Python, for every call it serves).
+    """
+    handlers: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
+    for rpc in services:
+        handlers.setdefault(rpc.service, {})[rpc.method] = _handler(rpc, metrics, calls)
+    return handlers
 
 
 def _check_socket_free(path: Path) -> None:
@@ -314,9 +311,9 @@ class GrpcServer:
         identity = convert.Identity.for_server(
             datastore=self._settings.datastore_endpoint or str(self._settings.data_dir), address=self._address
         )
-        server.add_generic_rpc_handlers(
-            generic_handlers(rpcs(self._services(identity)), self.metrics, self._calls)
-        )
+        handlers = method_handlers(rpcs(self._services(identity)), self.metrics, self._calls)
+        for service, methods in handlers.items():
+            server.add_registered_method_handlers(service, methods)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         await server.start()

@@ -47,6 +47,7 @@ T = TypeVar("T")
 POLL_BATCH = 500
 MAX_BATCH = 500  # write jobs per group commit
 CAS_RETRIES = 20
+TRANSIENT_RETRIES = 5  # runs of a write the database rolled back whole (deadlocks between servers)
 # Seconds the writer waits for the writers of the last batch to queue again (see _gather).
 LINGER = 0.005
 GAP_RETRY_DELAY = 0.002
@@ -211,8 +212,15 @@ class SqlLog:
             if not await tx.latest(b"/registry/health"):
                 await tx.append(b"/registry/health", created=True, value=b'{"health":"true"}')
 
-        async with self.db.transaction() as tx:
-            await setup(LogTx(self, tx, []))
+        for attempt in range(CAS_RETRIES):
+            try:
+                async with self.db.transaction() as tx:
+                    await setup(LogTx(self, tx, []))
+                return
+            except base.UniqueViolation:
+                # Another kine on the same fresh database wrote them first: check again.
+                if attempt == CAS_RETRIES - 1:
+                    raise
 
     # -- reads ------------------------------------------------------------------------
 
@@ -355,7 +363,7 @@ class SqlLog:
             self._queue_ready.clear()
         return True
 
-    async def _commit(self, batch: list[_Pending]) -> None:
+    async def _commit(self, batch: list[_Pending], *, attempt: int = 0) -> None:
         outcomes: list[tuple[bool, Any]] = []
         appended: list[Row] = []
         last_id = 0
@@ -371,6 +379,12 @@ class SqlLog:
                 log.debug("group commit of %d failed (%s); retrying one by one", len(batch), exc)
                 for pending in batch:
                     await self._commit([pending])
+                return
+            if isinstance(exc, base.TransientError) and attempt < TRANSIENT_RETRIES:
+                # Rolled back whole (a deadlock with another server's writes): nothing was written.
+                log.debug("write rolled back by the database (%s); running it again", exc)
+                await asyncio.sleep(0.01 * 2**attempt)
+                await self._commit(batch, attempt=attempt + 1)
                 return
             self._resolve(batch[0].future, False, self._datastore_error(exc))
             return
