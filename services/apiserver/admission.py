@@ -6,7 +6,8 @@ functions called at fixed points of the write path (``writes.py``):
 - namespace lifecycle: no objects in a missing or terminating namespace; the
   built-in namespaces cannot be deleted;
 - defaulting as Kubernetes does, per kind (``defaults.py``);
-- validation beyond object metadata, per kind;
+- validation beyond object metadata, per kind (with the CEL rules of custom resources, which
+  need the stored object on update, and the compilation of a CRD's rules);
 - immutable fields;
 - deletion: pods' grace period, namespaces' two-phase delete.
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from services.apiserver import allocators, context, defaults, registry, validation
+from services.apiserver import allocators, context, crds, defaults, priority, quota, registry, validation
 from services.machinery import errors
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ async def check_namespace(ctx: context.Request, namespace: str) -> None:
         raise errors.not_found("namespaces", namespace)
     if (found.get("status") or {}).get("phase") == "Terminating":
         raise errors.forbidden(
-            f"{ctx.resource.plural} \"{ctx.info.name or ''}\" is forbidden: unable to create new content in "
+            f'{ctx.resource.plural} "{ctx.info.name or ""}" is forbidden: unable to create new content in '
             f"namespace {namespace} because it is being terminated",
             resource=ctx.resource.plural,
             group=ctx.resource.group,
@@ -75,31 +76,59 @@ def node_restriction(ctx: context.Request, obj: dict[str, Any]) -> None:
     node = user.name.removeprefix("system:node:")
     info = ctx.resource
     name = obj.get("metadata", {}).get("name", "")
-    if (info.group, info.kind) == ("coordination.k8s.io", "Lease") and obj["metadata"].get("namespace") == "kube-node-lease":
+    if (info.group, info.kind) == ("coordination.k8s.io", "Lease") and obj["metadata"].get(
+        "namespace"
+    ) == "kube-node-lease":
         if name != node:
-            raise errors.forbidden(f'leases.coordination.k8s.io "{name}" is forbidden: node "{node}" can only access leases with the same name', resource="leases", name=name, group=info.group)
+            raise errors.forbidden(
+                f'leases.coordination.k8s.io "{name}" is forbidden: node "{node}" can only access leases with the same name',
+                resource="leases",
+                name=name,
+                group=info.group,
+            )
     elif (info.group, info.kind) == ("", "Node") and name != node:
-        raise errors.forbidden(f'nodes "{name}" is forbidden: node "{node}" is not allowed to modify node "{name}"', resource="nodes", name=name)
+        raise errors.forbidden(
+            f'nodes "{name}" is forbidden: node "{node}" is not allowed to modify node "{name}"',
+            resource="nodes",
+            name=name,
+        )
     elif (info.group, info.kind) == ("", "Pod") and ctx.info.verb == "create":
         if (obj.get("spec") or {}).get("nodeName") != node:
-            raise errors.forbidden(f'pods "{name}" is forbidden: node "{node}" can only create pods with spec.nodeName set to itself', resource="pods", name=name)
+            raise errors.forbidden(
+                f'pods "{name}" is forbidden: node "{node}" can only create pods with spec.nodeName set to itself',
+                resource="pods",
+                name=name,
+            )
 
 
 async def mutate(ctx: context.Request, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
     node_restriction(ctx, obj)
     defaults.apply(ctx.resource, obj, old)
+    if old is None and ctx.resource.group == "" and ctx.resource.kind == "Pod":
+        await priority.admit(ctx, obj)
+    if old is None:
+        await quota.admit(ctx, obj)  # LimitRange defaults and bounds, then ResourceQuota
     if ctx.resource.group == "" and ctx.resource.kind == "Service":
         await allocators.allocate(ctx, obj, old)
 
 
-def validate(ctx: context.Request, obj: dict[str, Any]) -> list[errors.Cause]:
-    return defaults.validate(ctx.resource, obj) + validation.validate_schema(ctx, obj)
+def validate(ctx: context.Request, obj: dict[str, Any], old: dict[str, Any] | None = None) -> list[errors.Cause]:
+    """Kind-specific causes; ``old`` is the stored object on update (CEL transition rules need it)."""
+    causes = defaults.validate(ctx.resource, obj) + validation.validate_schema(ctx, obj, old)
+    kind = (ctx.resource.group, ctx.resource.kind)
+    if kind == ("apiextensions.k8s.io", "CustomResourceDefinition"):
+        causes += crds.validate_rules(obj)
+    elif kind == ("", "ResourceQuota"):
+        causes += quota.validate_spec(obj.get("spec") or {})  # scopes against resources, on create and update
+    return causes
 
 
 def check_immutable(ctx: context.Request, old: dict[str, Any], new: dict[str, Any]) -> None:
     causes = defaults.immutable_changes(ctx.resource, old, new)
     if causes:
-        raise errors.invalid(ctx.resource.kind, new.get("metadata", {}).get("name", ""), causes, group=ctx.resource.group)
+        raise errors.invalid(
+            ctx.resource.kind, new.get("metadata", {}).get("name", ""), causes, group=ctx.resource.group
+        )
 
 
 async def after_create(ctx: context.Request, obj: dict[str, Any]) -> None:
@@ -114,8 +143,14 @@ async def after_delete(ctx: context.Request, obj: dict[str, Any]) -> None:
 async def check_delete(ctx: context.Request, obj: dict[str, Any]) -> None:
     info = ctx.resource
     name = obj.get("metadata", {}).get("name", "")
+    if (info.group, info.kind) == ("scheduling.k8s.io", "PriorityClass"):
+        priority.check_delete(obj)
     if info.group == "" and info.kind == "Namespace" and name in PROTECTED_NAMESPACES:
-        raise errors.forbidden(f'namespaces "{name}" is forbidden: this namespace may not be deleted', resource="namespaces", name=name)
+        raise errors.forbidden(
+            f'namespaces "{name}" is forbidden: this namespace may not be deleted',
+            resource="namespaces",
+            name=name,
+        )
 
 
 def default_propagation(info: registry.ResourceInfo) -> str:

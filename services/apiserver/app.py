@@ -79,6 +79,19 @@ class ApiApp:
         if scope["type"] == "lifespan":
             await _lifespan(receive, send)
             return
+        if scope["type"] == "websocket":  # exec, attach, port-forward; the agents' bus relay
+            from services.apiserver import busrelay, websocket
+
+            if scope.get("path") == busrelay.PATH:
+                await busrelay.handle(self, scope, receive, send)
+            else:
+                await websocket.handle(self, scope, receive, send)
+            return
+        if scope["type"] == "spdy":  # kubectl 1.20's Upgrade: SPDY/3.1 (exec, attach, port-forward)
+            from services.apiserver import spdyupgrade
+
+            await spdyupgrade.handle(self, scope, receive, send)
+            return
         if scope["type"] != "http":
             return
         started = time.monotonic()
@@ -111,6 +124,8 @@ class ApiApp:
             found = k3s.respond(path, data_dir=self.api.settings.data_dir)
             if found is not None:
                 return found, "get", ""
+        if path.startswith(k3s.V1_PREFIX):  # join-token auth, before the Kubernetes authenticator
+            return await k3s.v1(self.api, path, method=scope["method"], headers=headers), "get", ""
         user = await self.authenticator.authenticate(self.credentials(scope))
         if path == "/version":
             return responses.json(discovery.version_info()), "get", ""

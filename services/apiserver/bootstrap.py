@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from services.apiserver import context, request, writes
+from services.apiserver import context, endpoints_reconciler, priority, request, writes
 from services.apiserver.auth import types as auth_types
 from services.machinery import errors
 
@@ -36,7 +36,9 @@ async def ensure(api: context.Api, obj: dict[str, Any]) -> bool:
         resource=info.plural, namespace=namespace,
     )  # fmt: skip
     headers = {"content-type": "application/json", "user-agent": "k3s-apiserver"}
-    ctx = context.Request(api, rinfo, info, {"fieldManager": ["k3s"]}, headers, orjson.dumps(obj), SYSTEM_USER)
+    ctx = context.Request(
+        api, rinfo, info, {"fieldManager": ["k3s"]}, headers, orjson.dumps(obj), SYSTEM_USER
+    )
     try:
         await writes.create(ctx)
     except errors.ApiError as exc:
@@ -51,8 +53,11 @@ def kubernetes_service(service_cidr: str) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {"name": "kubernetes", "namespace": "default",
-                     "labels": {"component": "apiserver", "provider": "kubernetes"}},  # fmt: skip
+        "metadata": {
+            "name": "kubernetes",
+            "namespace": "default",
+            "labels": {"component": "apiserver", "provider": "kubernetes"},
+        },  # fmt: skip
         "spec": {
             "type": "ClusterIP",
             "clusterIP": first,
@@ -64,22 +69,19 @@ def kubernetes_service(service_cidr: str) -> dict[str, Any]:
 
 
 def kubernetes_endpoints(address: str, port: int) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Endpoints",
-        "metadata": {"name": "kubernetes", "namespace": "default",
-                     "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},  # fmt: skip
-        "subsets": [{"addresses": [{"ip": address}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}],
-    }
+    """This server alone; ``endpoints_reconciler`` then keeps the list of every live API server."""
+    return endpoints_reconciler.endpoints_object([(address, port)])
 
 
-async def run(api: context.Api, *, service_cidr: str, address: str, port: int, rbac: list[dict[str, Any]]) -> None:
+async def run(
+    api: context.Api, *, service_cidr: str, address: str, port: int, rbac: list[dict[str, Any]]
+) -> None:
     created = 0
     for name in NAMESPACES:
         created += await ensure(api, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
     created += await ensure(api, kubernetes_service(service_cidr))
     created += await ensure(api, kubernetes_endpoints(address, port))
-    for obj in rbac:
+    for obj in [*rbac, *priority.system_classes()]:
         created += await ensure(api, obj)
     if created:
         log.info("created %d bootstrap objects", created)

@@ -43,6 +43,10 @@ class Api:
         self._caches: dict[tuple[str, str], cache_.ResourceCache] = {}
         self._starting: dict[tuple[str, str], asyncio.Task[cache_.ResourceCache]] = {}
 
+    def running_cache(self, info: registry.ResourceInfo) -> cache_.ResourceCache | None:
+        """The resource's watch cache if it already runs (never starts one)."""
+        return self._caches.get((info.group, info.plural))
+
     async def cache(self, info: registry.ResourceInfo) -> cache_.ResourceCache:
         """The watch cache of a resource, started on first use (one store watch per resource)."""
         key = (info.group, info.plural)

@@ -5,19 +5,22 @@ One background loop watches the CRD cache. For each CRD it registers a
 columns), marks the CRD ``NamesAccepted`` and ``Established``, and tells the
 registry (discovery and OpenAPI rebuild on that). When a CRD is deleted its
 resources stop being served and its objects are removed from the store.
+
+``validate_rules`` is the part of upstream's CRD validation that concerns CEL rules
+(``x-kubernetes-validations``): a CRD whose rule does not compile, or names a field its schema
+lacks, is refused with a 422 naming the rule, before anything is stored.
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 from typing import Any
 
 from services.apiserver import cache as cache_
-from services.apiserver import context, registry
+from services.apiserver import cel, context, registry, validation
 from services.kine import types
-from services.machinery import meta
+from services.machinery import errors, meta, patch
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,110 @@ def infos(crd: dict[str, Any]) -> list[registry.ResourceInfo]:
             )
         )
     return out
+
+
+def validate_rules(crd: dict[str, Any]) -> list[errors.Cause]:
+    """Causes for the CEL rules of a CRD's schemas, with upstream's field paths and words."""
+    spec = crd.get("spec") or {}
+    versions = [v for v in spec.get("versions") or () if isinstance(v, dict)]
+    schemas = [((v.get("schema") or {}).get("openAPIV3Schema"), f"spec.versions[{i}].schema.openAPIV3Schema")
+               for i, v in enumerate(versions)]  # fmt: skip
+    top = (spec.get("validation") or {}).get("openAPIV3Schema")
+    # Upstream's internal form keeps one top-level schema when every version has the same one.
+    if top is not None or (schemas and all(s == schemas[0][0] for s, _ in schemas)):
+        schemas = [(top if top is not None else schemas[0][0], "spec.validation.openAPIV3Schema")]
+    out: list[errors.Cause] = []
+    for schema, path in schemas:
+        if isinstance(schema, dict):
+            _rules_at(schema, path, out, root=True, uncorrelatable="")
+    return out
+
+
+def _rules_at(schema: dict[str, Any], path: str, out: list[errors.Cause], *, root: bool, uncorrelatable: str) -> None:
+    for i, raw in enumerate(schema.get("x-kubernetes-validations") or ()):
+        if isinstance(raw, dict):
+            _check_rule(raw, schema, f"{path}.x-kubernetes-validations[{i}]", out, root=root, uncorrelatable=uncorrelatable)
+    for name, sub in (schema.get("properties") or {}).items():
+        if isinstance(sub, dict):
+            _rules_at(sub, f"{path}.properties[{name}]", out, root=_embedded(sub), uncorrelatable=uncorrelatable)
+    items = schema.get("items")
+    if isinstance(items, dict):
+        where = f"{path}.items"
+        # Only list-map items can be matched with their old selves.
+        lost = uncorrelatable or ("" if schema.get("x-kubernetes-list-type") == "map" else where)
+        _rules_at(items, where, out, root=_embedded(items), uncorrelatable=lost)
+    values = schema.get("additionalProperties")
+    if isinstance(values, dict):
+        where = f"{path}.additionalProperties"
+        lost = uncorrelatable or ("" if schema.get("x-kubernetes-map-type") in (None, "granular", "atomic") else where)
+        _rules_at(values, where, out, root=_embedded(values), uncorrelatable=lost)
+    for i, sub in enumerate(schema.get("allOf") or ()):
+        for j, raw in enumerate((sub or {}).get("x-kubernetes-validations") or () if isinstance(sub, dict) else ()):
+            if isinstance(raw, dict):
+                where = f"{path}.allOf[{i}].x-kubernetes-validations[{j}]"
+                _check_rule(raw, schema, where, out, root=root, uncorrelatable=uncorrelatable)
+
+
+def _embedded(schema: dict[str, Any]) -> bool:
+    return bool(schema.get("x-kubernetes-embedded-resource"))
+
+
+def _has_newline(text: str) -> bool:
+    return "\n" in text or "\r" in text
+
+
+def _check_rule(
+    raw: dict[str, Any], schema: dict[str, Any], path: str, out: list[errors.Cause], *, root: bool, uncorrelatable: str
+) -> None:
+    """One rule: its fields first (as upstream, a rule with a bad field is not compiled), then CEL."""
+    before = len(out)
+    quote = validation.go_quote
+    rule, message = str(raw.get("rule") or ""), str(raw.get("message") or "")
+    if not rule.strip():
+        out.append(errors.Cause("FieldValueRequired", "Required value: rule is not specified", f"{path}.rule"))
+    elif message and not message.strip():
+        out.append(errors.Cause("FieldValueInvalid", f"Invalid value: {quote(message)}: message must be non-empty if specified", f"{path}.message"))  # fmt: skip
+    elif _has_newline(message.strip()):
+        out.append(errors.Cause("FieldValueInvalid", f"Invalid value: {quote(message)}: message must not contain line breaks", f"{path}.message"))  # fmt: skip
+    elif _has_newline(rule.strip()) and not message.strip():
+        out.append(errors.Cause("FieldValueRequired", "Required value: message must be specified if rule contains line breaks", f"{path}.message"))  # fmt: skip
+    expression = str(raw.get("messageExpression") or "")
+    if expression and not expression.strip():
+        out.append(errors.Cause("FieldValueRequired", "Required value: messageExpression must be non-empty if specified", f"{path}.messageExpression"))  # fmt: skip
+    reason = raw.get("reason")
+    if reason is not None and reason not in cel.REASONS:
+        supported = ", ".join(quote(r) for r in cel.REASONS)
+        out.append(errors.Cause("FieldValueNotSupported", f"Unsupported value: {quote(str(reason))}: supported values: {supported}", f"{path}.reason"))  # fmt: skip
+    field_path = str(raw.get("fieldPath") or "")
+    if field_path and (not field_path.strip() or _has_newline(field_path) or cel.parse_field_path(field_path, schema) is None):  # fmt: skip
+        why = "must be non-empty if specified" if not field_path.strip() else "must not contain line breaks" if _has_newline(field_path) else "must be a valid path"  # fmt: skip
+        out.append(errors.Cause("FieldValueInvalid", f"Invalid value: {quote(field_path)}: fieldPath {why}", f"{path}.fieldPath"))  # fmt: skip
+    if len(out) > before or not rule.strip():
+        return
+    compiled = cel.compile_rule(raw, schema, root=root)
+    if compiled.error:
+        out.append(errors.Cause("FieldValueInvalid", f"Invalid value: {_go_rule(raw)}: {compiled.error}", f"{path}.rule"))
+    if compiled.message_error:
+        out.append(errors.Cause("FieldValueInvalid", f"Invalid value: {_go_rule(raw)}: {compiled.message_error}", f"{path}.messageExpression"))  # fmt: skip
+    if compiled.error:
+        return
+    if compiled.uses_old_self and uncorrelatable:
+        out.append(errors.Cause("FieldValueInvalid", f"Invalid value: {quote(rule)}: oldSelf cannot be used on the uncorrelatable portion of the schema within {uncorrelatable}", f"{path}.rule"))  # fmt: skip
+    elif not compiled.uses_old_self and raw.get("optionalOldSelf") is not None:
+        shown = "true" if raw["optionalOldSelf"] else "false"
+        out.append(errors.Cause("FieldValueInvalid", f"Invalid value: {shown}: may not be set if oldSelf is not used in rule", f"{path}.optionalOldSelf"))  # fmt: skip
+
+
+def _go_rule(raw: dict[str, Any]) -> str:
+    """Go's ``%#v`` of the internal ValidationRule, as upstream's error prints it (pointers as Go
+    prints them: nil, or an address, for which a fixed one stands in)."""
+    quote = validation.go_quote
+    reason = "(*apiextensions.FieldValueErrorReason)(nil)" if raw.get("reason") is None else "(*apiextensions.FieldValueErrorReason)(0xc000a1b2c0)"  # fmt: skip
+    optional = "(*bool)(nil)" if raw.get("optionalOldSelf") is None else "(*bool)(0xc000a1b2c8)"
+    fields = (f"Rule:{quote(str(raw.get('rule') or ''))}", f"Message:{quote(str(raw.get('message') or ''))}",
+              f"MessageExpression:{quote(str(raw.get('messageExpression') or ''))}", f"Reason:{reason}",
+              f"FieldPath:{quote(str(raw.get('fieldPath') or ''))}", f"OptionalOldSelf:{optional}")  # fmt: skip
+    return "apiextensions.ValidationRule{" + ", ".join(fields) + "}"
 
 
 class CrdController:
@@ -138,7 +245,7 @@ class CrdController:
         current = await self.api.store.get(key)
         if current is None:
             return
-        new = copy.deepcopy(current.obj)
+        new = patch.clone(current.obj)
         now = meta.now_rfc3339()
         names = (new.get("spec") or {}).get("names") or {}
         new["status"] = {

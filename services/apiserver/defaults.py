@@ -55,8 +55,7 @@ def pod_spec(spec: Obj, *, template: bool = False) -> None:
         spec.setdefault("serviceAccountName", spec.get("serviceAccount") or "default")
         spec.setdefault("serviceAccount", spec["serviceAccountName"])
         spec.setdefault("enableServiceLinks", True)
-        spec.setdefault("preemptionPolicy", "PreemptLowerPriority")
-        spec.setdefault("priority", 0)
+        # priority and preemptionPolicy come from the pod's PriorityClass (priority.admit).
         tolerations = spec.setdefault("tolerations", [])
         for default in NOT_READY_TOLERATIONS:
             if not any(t.get("key") == default["key"] and t.get("effect") in (None, "", "NoExecute") for t in tolerations):

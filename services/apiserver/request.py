@@ -26,8 +26,25 @@ class RequestInfo:
     rest: tuple[str, ...] = ()
 
 
+# Parsed paths, by (method, path, watch flag): clients repeat a few paths (a collection they
+# create in, objects they poll), and a RequestInfo is immutable, so one may serve many requests.
+_PARSED: dict[tuple[str, str, bool], RequestInfo] = {}
+_PARSED_LIMIT = 4096  # entries; the table starts over when full (paths with names are unbounded)
+
+
 def parse(method: str, path: str, query: dict[str, list[str]]) -> RequestInfo:
     """Split a path into group, version, namespace, resource, name and subresource."""
+    key = (method, path, _flag(query, "watch"))
+    found = _PARSED.get(key)
+    if found is None:
+        found = _parse(method, path, query)  # a bad path raises, and is not remembered
+        if len(_PARSED) >= _PARSED_LIMIT:
+            _PARSED.clear()
+        _PARSED[key] = found
+    return found
+
+
+def _parse(method: str, path: str, query: dict[str, list[str]]) -> RequestInfo:
     parts = [urllib.parse.unquote(p) for p in path.strip("/").split("/") if p]
     method = method.upper()
     if not parts or parts[0] not in ("api", "apis"):

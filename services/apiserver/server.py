@@ -18,7 +18,20 @@ from typing import Any
 
 import uvicorn
 
-from services.apiserver import allocators, bootstrap, builtin, context, crds, metrics, registry, storage, tls
+from services.apiserver import (
+    allocators,
+    bootstrap,
+    builtin,
+    compactor,
+    context,
+    crds,
+    endpoints_reconciler,
+    metrics,
+    registry,
+    storage,
+    tls,
+    tunnel,
+)
 from services.apiserver import app as app_
 from services.apiserver import settings as settings_
 from services.apiserver.auth import authn, node, rbac
@@ -60,6 +73,8 @@ class ApiServer:
         self.api: context.Api | None = None
         self.app: app_.ApiApp | None = None  # the ASGI app, for in-process clients (edge profile)
         self._crds: crds.CrdController | None = None
+        self._endpoints: endpoints_reconciler.Reconciler | None = None
+        self._compactor: asyncio.Task[Any] | None = None
         self._repair: asyncio.Task[Any] | None = None
         self._server: _Uvicorn | None = None
         self._serve: asyncio.Task[Any] | None = None
@@ -93,8 +108,14 @@ class ApiServer:
             return self._backend
         from services.kine import client
 
-        address = self.settings.store_address or f"unix:{self.settings.data_dir / 'server' / 'kine.sock'}"
-        self._backend = client.GrpcBackend(address)
+        settings = self.settings
+        address = settings.store_address or f"unix:{settings.data_dir / 'server' / 'kine.sock'}"
+        files = (settings.store_cafile, settings.store_certfile, settings.store_keyfile)
+        tls = client.TlsFiles(*files) if any(files) else None
+        try:
+            self._backend = client.GrpcBackend(address, tls=tls)
+        except ValueError as exc:  # a malformed endpoint: the user's to fix, not a crash
+            raise types.DatastoreError(str(exc)) from None
         return self._backend
 
     async def _start(self) -> None:
@@ -121,6 +142,8 @@ class ApiServer:
             port=self.settings.https_listen_port or 6443,
             rbac=rbac.default_rbac(),
         )
+        if self.settings.store_address.startswith(("http://", "https://")):  # a real etcd: kine is not there to compact
+            self._compactor = tasks.guarded(compactor.run(backend), name="etcd compaction")
         # Before serving: Services stored without allocation keys get them (older stores, leaks).
         await allocators.repair(api)
         # A failed repair only delays cleanup: it must not stop the API server.
@@ -159,6 +182,9 @@ class ApiServer:
             await asyncio.sleep(0.01)
         sockets = [s for server in self._server.servers for s in server.sockets]
         self.port = sockets[0].getsockname()[1]
+        # This server's entry in the `kubernetes` Endpoints, kept while it lives (several servers).
+        self._endpoints = endpoints_reconciler.Reconciler(api, address=self.settings.advertise_address, port=self.port)
+        await self._endpoints.start()
 
     async def _run_https(self) -> None:
         assert self._server is not None
@@ -176,12 +202,16 @@ class ApiServer:
         if self.state in (State.STOPPING, State.STOPPED):
             return
         self.state = State.STOPPING
+        if self._endpoints is not None:
+            await self._endpoints.stop()  # out of the `kubernetes` Endpoints before we stop answering
         if self._server is not None:
             self._server.should_exit = True
         if self._crds is not None:
             await self._crds.stop()
         if self._repair is not None:
             await tasks.cancel_all([self._repair])
+        if self._compactor is not None:
+            await tasks.cancel_all([self._compactor])
         if self.api is not None:
             await self.api.stop()  # ends every watch, so uvicorn's drain is short
         if self._serve is not None:
@@ -190,6 +220,8 @@ class ApiServer:
             except TimeoutError:
                 self._server.force_exit = True  # type: ignore[union-attr]
                 await tasks.cancel_all([self._serve])
+        if self.api is not None:
+            await tunnel.close(self.api)  # the bus connection the agent tunnel opened, if any
         if self._own_backend and self._backend is not None:
             await self._backend.stop()
         self.state = State.STOPPED

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from services.apiserver import context, reads, responses, writes
@@ -93,14 +92,14 @@ async def _scale(ctx: context.Request) -> responses.Response:
             kind = writes.PATCH_TYPES.get(ctx.content_type)
             if kind not in ("json", "merge", "strategic"):
                 raise errors.unsupported_media_type(ctx.content_type)
-            wanted = writes._apply_patch(kind, scale, ctx.json_body(), info) if kind != "strategic" else patch.merge_patch(copy.deepcopy(scale), ctx.json_body())  # noqa: SLF001
+            wanted = writes._apply_patch(kind, scale, ctx.json_body(), info) if kind != "strategic" else patch.merge_patch(patch.clone(scale), ctx.json_body())  # noqa: SLF001
         rv = (wanted.get("metadata") or {}).get("resourceVersion")
         if rv and rv != str(current.revision):
             raise errors.stale(info.plural, ctx.info.name, group=info.group)
         replicas = (wanted.get("spec") or {}).get("replicas")
         if not isinstance(replicas, int) or replicas < 0:
             raise errors.invalid("Scale", ctx.info.name, [errors.Cause("FieldValueInvalid", "must be greater than or equal to 0", "spec.replicas")], group="autoscaling")  # fmt: skip
-        new = copy.deepcopy(current.obj)
+        new = patch.clone(current.obj)
         new.setdefault("spec", {})["replicas"] = replicas
         result = await writes._write(ctx, current, new, subresource="", manager=writes._manager(ctx, "kubectl"))  # noqa: SLF001
         if result is not None:
@@ -122,19 +121,23 @@ async def bind(ctx: context.Request, binding: dict[str, Any]) -> responses.Respo
     info = ctx.api.registry.lookup("", "v1", "pods")
     assert info is not None
     key = info.key(ctx.info.namespace, name)
-    for _ in range(writes.RETRIES):
-        current = await ctx.api.store.get(key)
+    async for current, cached in writes.reads(ctx.api, info, ctx.info.namespace, name):
         if current is None:
             raise errors.not_found("pods", name)
-        pod = copy.deepcopy(current.obj)
+        pod = current.obj  # a private copy
         spec, md = pod.setdefault("spec", {}), pod["metadata"]
         uid = (binding.get("metadata") or {}).get("uid")
+        refusal = None
         if uid and uid != md.get("uid"):
-            raise errors.conflict("pods", name, f"the UID in the binding ({uid}) does not match the pod")
-        if md.get("deletionTimestamp"):
-            raise errors.conflict("pods", name, "pod is being deleted, cannot be assigned to a host")
-        if spec.get("nodeName"):
-            raise errors.conflict("pods", name, f'pod {name} is already assigned to node "{spec["nodeName"]}"')
+            refusal = f"the UID in the binding ({uid}) does not match the pod"
+        elif md.get("deletionTimestamp"):
+            refusal = "pod is being deleted, cannot be assigned to a host"
+        elif spec.get("nodeName"):
+            refusal = f'pod {name} is already assigned to node "{spec["nodeName"]}"'
+        if refusal is not None:
+            if cached:
+                continue  # perhaps a stale copy: ask the store
+            raise errors.conflict("pods", name, refusal)
         spec["nodeName"] = target
         annotations = (binding.get("metadata") or {}).get("annotations")
         if annotations:
@@ -217,7 +220,7 @@ async def _finalize(ctx: context.Request) -> responses.Response:
         current = await writes._current(ctx)  # noqa: SLF001
         if current is None:
             raise errors.not_found("namespaces", ctx.info.name)
-        new = copy.deepcopy(current.obj)
+        new = patch.clone(current.obj)
         new.setdefault("spec", {})["finalizers"] = finalizers
         if not finalizers:
             new["spec"].pop("finalizers")

@@ -30,7 +30,9 @@ UNKNOWN = "<unknown>"
 
 def wants_table(accept_header: str | None) -> bool:
     """Whether the client's preferred acceptable answer is a ``meta.k8s.io/v1`` Table."""
-    for media, params in discovery.parse_accept(accept_header or ""):
+    if not accept_header or "Table" not in accept_header:
+        return False  # no Table asked for (nearly every request): no need to parse the header
+    for media, params in discovery.parse_accept(accept_header):
         if media == "application/json" and params.get("as") == "Table":
             if params.get("g") == "meta.k8s.io" and params.get("v") == "v1":
                 return True

@@ -23,16 +23,18 @@ subprotocol, as kube-apiserver accepts).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import ssl
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 from uvicorn import config as uvicorn_config
 
+from services.apiserver import spdyupgrade, websocket
 from services.apiserver.auth import types
 
 Scope = MutableMapping[str, Any]
@@ -117,8 +119,9 @@ def bearer_token(scope: Scope) -> str | None:
 # -- uvicorn --------------------------------------------------------------------------------------
 
 
-def with_client_certs(protocol_class: type) -> type:
-    """A subclass of a uvicorn protocol class whose scopes carry the TLS extension."""
+def with_client_certs(protocol_class: type, *, coalesce: bool = False) -> type:
+    """A subclass of a uvicorn protocol class whose scopes carry the TLS extension; with
+    ``coalesce``, what it writes in one turn of the event loop leaves as one TLS record."""
 
     class ClientCertProtocol(protocol_class):  # type: ignore[valid-type,misc]
         def connection_made(self, transport: Any) -> None:
@@ -126,14 +129,18 @@ def with_client_certs(protocol_class: type) -> type:
             extension = tls_extension(transport)
             if extension is not None:
                 self.app = _with_tls(self.app, extension)
+                if coalesce:
+                    self.transport = CoalescingTransport(transport)
 
     ClientCertProtocol.__name__ = ClientCertProtocol.__qualname__ = f"ClientCert{protocol_class.__name__}"
     return ClientCertProtocol
 
 
 def http_protocol(name: str = "auto") -> type:
-    """uvicorn's HTTP implementation ``name`` (auto, httptools, h11), with client certificates."""
-    return with_client_certs(uvicorn_config.import_from_string(uvicorn_config.HTTP_PROTOCOLS[name]))
+    """uvicorn's HTTP implementation ``name`` (auto, httptools, h11), with client certificates and
+    kubectl's ``Upgrade: SPDY/3.1`` (see ``spdyupgrade``)."""
+    base = uvicorn_config.import_from_string(uvicorn_config.HTTP_PROTOCOLS[name])
+    return with_client_certs(spdyupgrade.with_spdy_upgrades(base), coalesce=True)
 
 
 def websocket_protocol(name: str = "auto") -> type | None:
@@ -141,7 +148,9 @@ def websocket_protocol(name: str = "auto") -> type | None:
     if name == "none":
         return None
     base = uvicorn_config.import_from_string(uvicorn_config.WS_PROTOCOLS[name])
-    return None if base is None else with_client_certs(base)
+    # kubectl's port-forward offers the subprotocol SPDY/3.1+portforward.k8s.io, a name the
+    # websockets library would refuse (the "/") before our app could choose it.
+    return None if base is None else with_client_certs(websocket.with_kubernetes_subprotocols(base))
 
 
 def uvicorn_config_for(
@@ -167,9 +176,87 @@ def uvicorn_config_for(
     )
 
 
+class CoalescingTransport(asyncio.Transport):
+    """A TLS transport whose writes in one turn of the event loop leave as one write.
+
+    uvicorn writes a response's head and its body separately. Over TLS each write is a record of
+    its own, encrypted and sent by a syscall of its own; joined at the end of the turn (the ASGI
+    app sends both without yielding), the usual response costs one of each. What ends the stream
+    (``close``, ``write_eof``) sends what is pending first; ``abort`` drops it, as it drops the
+    transport's own buffer. Everything else is the wrapped transport's.
+    """
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        super().__init__()
+        self._transport = transport
+        self._pending: list[bytes] = []
+        self._loop = asyncio.get_running_loop()
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not self._pending:
+            self._loop.call_soon(self.flush)
+        self._pending.append(data if type(data) is bytes else bytes(data))  # a caller may reuse its buffer
+
+    def writelines(self, list_of_data: Iterable[bytes | bytearray | memoryview]) -> None:
+        for data in list_of_data:
+            self.write(data)
+
+    def flush(self) -> None:
+        pending = self._pending
+        if pending:
+            self._pending = []
+            if not self._transport.is_closing():
+                self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def write_eof(self) -> None:
+        self.flush()
+        self._transport.write_eof()
+
+    def abort(self) -> None:
+        self._pending = []
+        self._transport.abort()
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + sum(map(len, self._pending))
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._transport.get_extra_info(name, default)
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._transport.set_protocol(protocol)
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._transport.get_protocol()
+
+    def is_reading(self) -> bool:
+        return self._transport.is_reading()
+
+    def pause_reading(self) -> None:
+        self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._transport.resume_reading()
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self._transport.set_write_buffer_limits(high, low)
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self._transport.get_write_buffer_limits()
+
+    def can_write_eof(self) -> bool:
+        return self._transport.can_write_eof()
+
+
 def _with_tls(app: ASGIApp, extension: dict[str, Any]) -> ASGIApp:
     async def app_with_tls(scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] in ("http", "websocket"):
+        if scope["type"] in ("http", "websocket", "spdy"):
             scope.setdefault("extensions", {})["tls"] = extension
         await app(scope, receive, send)
 

@@ -9,11 +9,11 @@ updates that named a resourceVersion.
 
 from __future__ import annotations
 
-import copy
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
-from services.apiserver import admission, context, responses, storage, validation
+from services.apiserver import admission, context, registry, responses, storage, validation
 from services.apiserver.reads import render_object
 from services.apiserver.request import flag, int_param, param
 from services.kine import types
@@ -77,10 +77,10 @@ def _check_identity(ctx: context.Request, obj: dict[str, Any]) -> None:
         md.pop("namespace", None)
 
 
-def _validate(ctx: context.Request, obj: dict[str, Any]) -> None:
+def _validate(ctx: context.Request, obj: dict[str, Any], old: dict[str, Any] | None = None) -> None:
     info = ctx.resource
     causes = meta.validate_object_meta(obj, namespaced=info.namespaced, name_rule=admission.name_rule(info), kind=info.kind)
-    causes += admission.validate(ctx, obj)
+    causes += admission.validate(ctx, obj, old)
     if causes:
         raise errors.invalid(info.kind, obj.get("metadata", {}).get("name", ""), causes, group=info.group)
 
@@ -101,7 +101,7 @@ async def create(ctx: context.Request) -> responses.Response:
     if not md.get("name") and not md.get("generateName"):
         raise errors.invalid(info.kind, "", [errors.Cause("FieldValueRequired", "name or generateName is required", "metadata.name")], group=info.group)  # fmt: skip
     for _ in range(RETRIES):
-        candidate = copy.deepcopy(obj) if md.get("generateName") and not md.get("name") else obj
+        candidate = patch.clone(obj) if md.get("generateName") and not md.get("name") else obj
         revision, stored = await _create_once(ctx, candidate, manager=manager, dry_run=dry_run)
         if revision is not None:
             return render_object(ctx, stored, 201)
@@ -156,10 +156,33 @@ def _ownership(info: Any, subresource: str) -> dict[str, Any]:
 
 
 async def _current(ctx: context.Request) -> storage.Stored | None:
+    return await _fresh(ctx.api, ctx.resource.key(ctx.info.namespace, ctx.info.name))
+
+
+async def _fresh(api: context.Api, key: str) -> storage.Stored | None:
     try:
-        return await ctx.api.store.get(ctx.resource.key(ctx.info.namespace, ctx.info.name))
+        return await api.store.get(key)
     except types.StoreError as exc:
         raise storage.store_unavailable(exc) from None
+
+
+async def reads(
+    api: context.Api, info: registry.ResourceInfo, namespace: str, name: str
+) -> AsyncIterator[tuple[storage.Stored | None, bool]]:
+    """(current object, from the watch cache?) for each attempt of a read-modify-write.
+
+    The first guess is the watch cache's copy (a private one), as kube-apiserver's GuaranteedUpdate
+    takes it: the write's compare-and-swap on the revision refuses it if the cache was behind, and
+    the next attempt reads the store. A decision taken on the guess other than a successful write
+    (an error, a no-op) must be confirmed on the store's copy: the cache can lag, never lead.
+    """
+    cache = api.running_cache(info)
+    obj = cache.get(namespace, name) if cache is not None else None
+    if obj is not None:
+        yield storage.Stored(patch.clone(obj), int(obj["metadata"]["resourceVersion"])), True
+    key = info.key(namespace, name)
+    for _ in range(RETRIES):
+        yield await _fresh(api, key), False
 
 
 def _not_found(ctx: context.Request) -> errors.ApiError:
@@ -175,18 +198,24 @@ async def update(ctx: context.Request, *, subresource: str = "") -> responses.Re
         raise errors.bad_request(f"the name of the object ({name}) does not match the name on the URL ({ctx.info.name})")
     wanted = obj["metadata"].get("resourceVersion", "")
     manager = _manager(ctx, _user_agent_manager(ctx))
-    for _ in range(RETRIES):
-        current = await _current(ctx)
+    async for current, cached in reads(ctx.api, ctx.resource, ctx.info.namespace, ctx.info.name):
         if current is None:
             if admission.create_on_update(ctx.resource) and not subresource:
                 return await create(ctx)
             raise _not_found(ctx)
         if wanted and wanted != str(current.revision):
+            if cached:
+                continue
             raise errors.stale(ctx.resource.plural, ctx.info.name, group=ctx.resource.group)
-        result = await _write(ctx, current, copy.deepcopy(obj), subresource=subresource, manager=manager)
+        try:
+            result = await _write(ctx, current, patch.clone(obj), subresource=subresource, manager=manager, cached=cached)
+        except errors.ApiError:
+            if cached:
+                continue
+            raise
         if result is not None:
             return result
-        if wanted:
+        if wanted and not cached:
             raise errors.stale(ctx.resource.plural, ctx.info.name, group=ctx.resource.group)
     raise errors.conflict(ctx.resource.plural, ctx.info.name, "too many concurrent writers", group=ctx.resource.group)
 
@@ -194,7 +223,7 @@ async def update(ctx: context.Request, *, subresource: str = "") -> responses.Re
 def _merge_for_subresource(old: dict[str, Any], new: dict[str, Any], *, subresource: str, has_status: bool) -> dict[str, Any]:
     """What a write may change: the status subresource only status, the main resource all but status."""
     if subresource == "status":
-        out = copy.deepcopy(old)
+        out = patch.clone(old)
         if "status" in new:
             out["status"] = new["status"]
         else:
@@ -217,8 +246,13 @@ async def _write(
     subresource: str,
     manager: str,
     operation: str = "Update",
+    cached: bool = False,
 ) -> responses.Response | None:
-    """Write ``new`` over ``current`` if it is still current; None when someone wrote first."""
+    """Write ``new`` over ``current`` if it is still current; None when someone wrote first.
+
+    ``cached``: ``current`` is the watch cache's copy; an answer that writes nothing (a no-op, a
+    dry run) is then None too, for the caller to confirm on the store's copy.
+    """
     info = ctx.resource
     old = current.obj
     new = _merge_for_subresource(old, new, subresource=subresource, has_status="status" in info.subresources)
@@ -236,7 +270,7 @@ async def _write(
     else:
         md.pop("generation", None)
     await admission.mutate(ctx, new, old)
-    _validate(ctx, new)
+    _validate(ctx, new, old)
     admission.check_immutable(ctx, old, new)
     now = meta.now_rfc3339()
     if operation != "Apply":
@@ -244,12 +278,14 @@ async def _write(
                                     now=now, subresource=subresource, **_ownership(info, subresource))  # fmt: skip
     key = info.key(old_md.get("namespace", ""), old_md.get("name", ""))
     if _dry_run(ctx):
+        if cached:
+            return None
         new["metadata"]["resourceVersion"] = str(current.revision)
         return render_object(ctx, new)
     if md.get("deletionTimestamp") and not md.get("finalizers") and not admission.deferred(info, new):
         return await _remove(ctx, key, current, new)
     if _same(old, new):
-        return render_object(ctx, old)
+        return None if cached else render_object(ctx, old)
     try:
         revision = await ctx.api.store.update(key, new, expected=current.revision)
     except types.StoreError as exc:
@@ -284,17 +320,22 @@ async def patch_(ctx: context.Request, *, subresource: str = "") -> responses.Re
     if kind == "apply":
         return await _apply(ctx, body, subresource=subresource)
     manager = _manager(ctx, _user_agent_manager(ctx))
-    for _ in range(RETRIES):
-        current = await _current(ctx)
+    async for current, cached in reads(ctx.api, ctx.resource, ctx.info.namespace, ctx.info.name):
         if current is None:
             raise _not_found(ctx)
-        patched = _apply_patch(kind, current.obj, body, info)
-        validation.check_fields(ctx, patched)
-        wanted = patched.get("metadata", {}).get("resourceVersion")
-        if wanted and wanted != str(current.revision) and _patch_names_rv(kind, body):
-            raise errors.stale(info.plural, ctx.info.name, group=info.group)
-        _check_identity(ctx, patched)
-        result = await _write(ctx, current, patched, subresource=subresource, manager=manager, operation="Update")
+        try:
+            patched = _apply_patch(kind, current.obj, body, info)
+            validation.check_fields(ctx, patched)
+            wanted = patched.get("metadata", {}).get("resourceVersion")
+            if wanted and wanted != str(current.revision) and _patch_names_rv(kind, body):
+                raise errors.stale(info.plural, ctx.info.name, group=info.group)
+            _check_identity(ctx, patched)
+            result = await _write(ctx, current, patched, subresource=subresource, manager=manager,
+                                  operation="Update", cached=cached)  # fmt: skip
+        except errors.ApiError:
+            if cached:
+                continue
+            raise
         if result is not None:
             return result
     raise errors.conflict(info.plural, ctx.info.name, "too many concurrent writers", group=info.group)
@@ -307,7 +348,7 @@ def _patch_names_rv(kind: str, body: Any) -> bool:
 
 
 def _apply_patch(kind: str, obj: dict[str, Any], body: Any, info: Any) -> dict[str, Any]:
-    base = copy.deepcopy(obj)
+    base = patch.clone(obj)
     if kind == "json":
         if not isinstance(body, list):
             raise errors.bad_request("a JSON patch must be a list of operations")
@@ -331,7 +372,7 @@ async def _apply(ctx: context.Request, body: Any, *, subresource: str) -> respon
     for _ in range(RETRIES):
         current = await _current(ctx)
         live = current.obj if current is not None else None
-        applied = copy.deepcopy(body)
+        applied = patch.clone(body)
         _check_identity(ctx, applied)
         validation.check_fields(ctx, applied)
         if applied["metadata"].get("name") != ctx.info.name:
@@ -396,7 +437,7 @@ async def _delete_once(ctx: context.Request, current: storage.Stored, options: d
         raise errors.conflict(info.plural, md.get("name", ""), f"Precondition failed: ResourceVersion in precondition: {pre['resourceVersion']}, ResourceVersion in object meta: {current.revision}", group=info.group)  # fmt: skip
     await admission.check_delete(ctx, obj)
     key = info.key(md.get("namespace", ""), md.get("name", ""))
-    new = copy.deepcopy(obj)
+    new = patch.clone(obj)
     nmd = new["metadata"]
     finalizers = list(nmd.get("finalizers") or [])
     policy = options.get("propagationPolicy") or ("Orphan" if options.get("orphanDependents") else admission.default_propagation(info))
@@ -430,7 +471,7 @@ async def _remove(ctx: context.Request, key: str, current: storage.Stored, obj: 
     if revision is None:
         return None
     await admission.after_delete(ctx, obj)
-    out = copy.deepcopy(obj)
+    out = patch.clone(obj)
     out.setdefault("metadata", {})["resourceVersion"] = str(revision)
     return render_object(ctx, out)
 
