@@ -83,6 +83,8 @@ OPTIONAL: tuple[str, ...] = (
     "resourcequota",
     "eventttl",
     "addons",
+    "nodepassword",
+    "clusterroleaggregation",
 )
 DISABLED_BY_DEFAULT: frozenset[str] = frozenset()  # '*' enables every registered controller
 # The event source of each controller, as upstream names them; others get "<name>-controller".
@@ -138,7 +140,8 @@ def canonical(name: str) -> str:
     name = name.strip().removesuffix("-controller")
     return {"endpoint": "endpoints", "garbage-collector": "garbagecollector", "node-ipam": "nodeipam",
             "node-lifecycle": "nodelifecycle", "service-account": "serviceaccount",
-            "replication": "replicationcontroller"}.get(name, name)  # fmt: skip
+            "replication": "replicationcontroller",
+            "clusterrole-aggregation": "clusterroleaggregation"}.get(name, name)  # fmt: skip
 
 
 def is_enabled(name: str, selection: Iterable[str]) -> bool:

@@ -13,8 +13,10 @@ its keys, what the namespace uses now:
   evaluator does (a missing request falls back to the limit, as the API defaults it);
 - storage: ``requests.storage`` and the ``<class>.storageclass.storage.k8s.io/...`` forms.
 
-``spec.scopes`` and ``spec.scopeSelector`` (Terminating, NotTerminating, BestEffort,
-NotBestEffort, PriorityClass) narrow which pods count. Sums keep the format of the first
+A scoped quota (``spec.scopes``, ``spec.scopeSelector``: Terminating, NotTerminating, BestEffort,
+NotBestEffort, PriorityClass, CrossNamespacePodAffinity) counts only the pods its scopes match, by
+the rules admission applies too (``services.machinery.quotascope``); objects of other kinds match
+no scope, so its other keys stay at 0, as upstream's object-count evaluators leave them. Sums keep the format of the first
 quantity added and print canonically, so two pods of ``128Mi`` use ``256Mi`` and two of
 ``500m`` use ``1``.
 
@@ -25,8 +27,6 @@ a quota names them: a cluster without quotas on secrets never caches its secrets
 from __future__ import annotations
 
 import logging
-import math
-import re
 from fractions import Fraction
 from typing import Any
 
@@ -34,12 +34,10 @@ from services.client import informer as informer_
 from services.client import resources, store
 from services.client.resources import Resource
 from services.controllers import base, podutil
+from services.machinery import quantity, quotascope
 
 log = logging.getLogger(__name__)
 
-_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
-_DECIMAL = {"n": -9, "u": -6, "m": -3, "": 0, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
-_QUANTITY = re.compile(r"([+-]?(?:\d+(?:\.\d*)?|\.\d+))(?:([eE][+-]?\d+)|(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]))?")
 STORAGE_CLASS_SUFFIX = ".storageclass.storage.k8s.io/"
 POD_COMPUTE = ("cpu", "memory", "ephemeral-storage")
 COUNTED = {  # standard names -> the resource whose objects they count or sum
@@ -70,18 +68,10 @@ class Quantity:
 
     @classmethod
     def parse(cls, text: Any) -> Quantity:
-        if isinstance(text, int | float) and not isinstance(text, bool):
-            return cls(Fraction(str(text)))
-        match = _QUANTITY.fullmatch(str(text).strip())
-        if match is None:
-            raise ValueError(f"quantities must match the regular expression: {text!r}")
-        number, exponent, suffix = match.groups()
-        value = Fraction(number)
-        if exponent:
-            return cls(value * Fraction(10) ** int(exponent[1:]))
-        if suffix in _BINARY:
-            return cls(value * _BINARY[suffix], binary=True)
-        return cls(value * Fraction(10) ** _DECIMAL[suffix or ""])
+        try:
+            return cls(quantity.parse(text), binary=quantity.is_binary(text))
+        except quantity.QuantityError as exc:
+            raise ValueError(str(exc)) from None
 
     def add(self, other: Quantity) -> None:
         if self.value == 0 and other.value != 0:
@@ -89,20 +79,7 @@ class Quantity:
         self.value += other.value
 
     def __str__(self) -> str:
-        value = self.value
-        if value == 0:
-            return "0"
-        if self.binary and value.denominator == 1 and abs(value) >= 1024:
-            for suffix, size in reversed(_BINARY.items()):
-                if value % size == 0:
-                    return f"{value // size}{suffix}"
-        nanos = math.ceil(value * 10**9)  # upstream rounds up to nano precision
-        for exponent in (18, 15, 12, 9, 6, 3, 0, -3, -6, -9):
-            step = 10 ** (exponent + 9)
-            if nanos % step == 0:
-                suffix = next(s for s, e in _DECIMAL.items() if e == exponent)
-                return f"{nanos // step}{suffix}"
-        raise AssertionError("unreachable: nano precision always divides")
+        return quantity.format(self.value, binary=self.binary)
 
 
 def total(values: list[Any]) -> Quantity:
@@ -140,48 +117,6 @@ def pod_amounts(pod: dict[str, Any], kind: str, resource: str) -> Quantity:
     if overhead is not None:
         summed.add(total([overhead]))
     return summed
-
-
-def _qos_best_effort(pod: dict[str, Any]) -> bool:
-    for container in [*(pod["spec"].get("containers") or ()), *(pod["spec"].get("initContainers") or ())]:
-        res = container.get("resources") or {}
-        if res.get("requests") or res.get("limits"):
-            return False
-    return True
-
-
-def _scope_matches(scope: str, operator: str, values: list[str], pod: dict[str, Any]) -> bool:
-    spec = pod.get("spec") or {}
-    if scope == "Terminating":
-        return spec.get("activeDeadlineSeconds") is not None
-    if scope == "NotTerminating":
-        return spec.get("activeDeadlineSeconds") is None
-    if scope == "BestEffort":
-        return _qos_best_effort(pod)
-    if scope == "NotBestEffort":
-        return not _qos_best_effort(pod)
-    if scope == "PriorityClass":
-        name = spec.get("priorityClassName")
-        if operator == "Exists":
-            return bool(name)
-        if operator == "DoesNotExist":
-            return not name
-        inside = name in values
-        return inside if operator == "In" else not inside
-    return False
-
-
-def pod_in_scope(quota: dict[str, Any], pod: dict[str, Any]) -> bool:
-    spec = quota.get("spec") or {}
-    for scope in spec.get("scopes") or ():
-        if not _scope_matches(scope, "Exists", [], pod):
-            return False
-    for expr in (spec.get("scopeSelector") or {}).get("matchExpressions") or ():
-        if not _scope_matches(
-            expr.get("scopeName", ""), expr.get("operator", "In"), expr.get("values") or [], pod
-        ):
-            return False
-    return True
 
 
 def count_resource(name: str) -> Resource | None:
@@ -265,6 +200,8 @@ class ResourceQuotaController(base.QueueController):
         return informer.store.list_namespace(namespace) if informer is not None else []
 
     def usage(self, quota: dict[str, Any], name: str, namespace: str) -> Quantity:
+        if quotascope.is_scoped(quota.get("spec") or {}) and watched_resource(name) not in (None, resources.PODS):
+            return Quantity()  # scopes match pods only
         if name.startswith("count/") or name in ("pods", "configmaps", "secrets", "replicationcontrollers",
                                                  "resourcequotas", "services", "persistentvolumeclaims"):  # fmt: skip
             resource = watched_resource(name)
@@ -290,7 +227,7 @@ class ResourceQuotaController(base.QueueController):
         return [
             p
             for p in self._objects(resources.PODS, namespace)
-            if not podutil.is_terminal(p) and pod_in_scope(quota, p)
+            if not podutil.is_terminal(p) and quotascope.covers(quota.get("spec") or {}, p, is_pod=True)
         ]
 
     def _services(self, name: str, namespace: str) -> Quantity:

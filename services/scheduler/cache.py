@@ -26,7 +26,7 @@ import dataclasses
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from services.scheduler import quantity
+from services.machinery import quantity
 from services.scheduler.podinfo import PodInfo
 
 NOT_READY_TAINT = "node.kubernetes.io/not-ready"

@@ -20,7 +20,6 @@ scheduler and the controllers of one process share their pod and node caches.
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 from typing import Any
 
@@ -28,7 +27,8 @@ from services.client import api as api_
 from services.client import config as config_
 from services.client import events, leader
 from services.client import informer as informer_
-from services.machinery import tasks
+from services.machinery import lifecycle, tasks
+from services.machinery.lifecycle import State
 from services.scheduler import algorithm, binder, cycle, handlers, health, metrics, types
 from services.scheduler import cache as cache_
 from services.scheduler import queue as queue_
@@ -39,15 +39,8 @@ log = logging.getLogger(__name__)
 USER_AGENT = "kube-scheduler"
 
 
-class State(enum.Enum):
-    NEW = "new"
-    STARTING = "starting"
-    RUNNING = "running"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
 
-
-class Scheduler:
+class Scheduler(lifecycle.Component):
     def __init__(
         self,
         settings: settings_.SchedulerSettings,
@@ -99,23 +92,7 @@ class Scheduler:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    async def __aenter__(self) -> Scheduler:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
-
-    async def start(self) -> None:
-        if self.state is not State.NEW:
-            return
-        self.state = State.STARTING
-        try:
-            await self._start()
-        except BaseException:
-            await self.stop()
-            raise
-        self.state = State.RUNNING
+    def _started(self) -> None:
         log.info("scheduler %s started (leader election %s)", self.identity,
                  "on" if self.settings.leader_elect else "off")  # fmt: skip
 

@@ -13,7 +13,8 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from services.scheduler import quantity, terms
+from services.machinery import quantity
+from services.scheduler import terms
 
 # Upstream's defaults for pods that request nothing, used only when scoring (``schedutil``).
 DEFAULT_MILLI_CPU_REQUEST = 100
