@@ -3,6 +3,7 @@
     k3s-supervisor start [--profile server|agent|edge] [flags]   the whole server
     k3s-supervisor run kine [flags]                              kine alone, in the foreground
     k3s-supervisor run nats [flags]                              the bundled NATS alone
+    k3s-supervisor run apiserver|scheduler|controllers [flags]   one control-plane component alone
 
 Each command serves one component (kine, a NatsServer, the ProcessManager, the edge fold) through
 ``serve``, which owns the process's signal handling: the first SIGTERM/SIGINT stops gracefully,
@@ -19,11 +20,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import gc
 import logging
 import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
 from typing import Any, NoReturn, Protocol
 
 import pydantic
@@ -32,7 +35,17 @@ import services.bus
 from services.bus import types as bus_types
 from services.kine import settings as kine_settings
 from services.kine import types as kine_types
-from supervisor import config, pki, process, profiles, tokens
+from supervisor import (
+    bootstrap_data,
+    config,
+    pki,
+    process,
+    profiles,
+    s3,
+    snapshot_schedule,
+    snapshots,
+    tokens,
+)
 from supervisor import nats as nats_server
 
 logger = logging.getLogger(__name__)
@@ -41,6 +54,7 @@ PROG = "k3s-supervisor"
 EXIT_OK = 0
 EXIT_FAILED = 1  # a component died or the stop had to be forced
 EXIT_USER_ERROR = process.PERMANENT_EXIT_CODE
+GC_THRESHOLDS = (10_000, 20, 100)  # generation 0 allocations, then collections of the younger ones
 FORCE_EXIT_AFTER = 5.0  # seconds after a second signal before the process ends regardless
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -65,6 +79,8 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     nats_server.NatsError,
     pki.PkiError,
     tokens.TokenError,
+    bootstrap_data.BootstrapError,
+    s3.S3Error,
 )
 
 
@@ -85,6 +101,9 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
 
 def run(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
+    # Watch caches and informers hold hundreds of thousands of long-lived objects; with the default
+    # thresholds the collector rescans them often (about a tenth of the API server's CPU on creates).
+    gc.set_threshold(GC_THRESHOLDS[0], GC_THRESHOLDS[1], GC_THRESHOLDS[2])
     # gRPC's fork handlers complain on every child we start after a gRPC readiness probe; we never
     # use gRPC in a forked child, so they have nothing to protect. Must be set before grpc loads.
     os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
@@ -92,6 +111,11 @@ def run(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         settings = config.load(config.flags_given(vars(args)), environ=os.environ)
         logging.getLogger().setLevel(logging.DEBUG if settings.supervisor.debug else logging.INFO)
+        if args.command == "certificate":
+            return rotate_certificates(settings, services=args.service or ())
+        if args.command == "etcd-snapshot":
+            names = getattr(args, "snapshots", None) or ()
+            return run_loop(snapshots.run_command(settings, args.snapshot_action, names))
         command = "start" if args.command == "start" else f"run {args.component}"
         if command != "start":
             _die_with_supervisor()
@@ -162,6 +186,22 @@ def build_parser() -> Parser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     start = commands.add_parser("start", help="run the server (nats, kine, ...) until SIGTERM/SIGINT")
     add_options(start, "start")
+    certificate = commands.add_parser("certificate", help="manage the cluster's certificates")
+    actions = certificate.add_subparsers(dest="action", required=True, metavar="ACTION", parser_class=Parser)
+    rotate = actions.add_parser("rotate", help="re-issue the leaf certificates (the server must be stopped)")
+    rotate.add_argument(
+        "--service", "-s", action="append", metavar="NAME",
+        help=f"only this service's certificates (repeatable; one of {', '.join(sorted(pki.SERVICES))})",
+    )  # fmt: skip
+    add_options(rotate, "certificate rotate")
+    etcd_snapshot = commands.add_parser("etcd-snapshot", help="save, list, delete or prune datastore snapshots")
+    snapshot_actions = etcd_snapshot.add_subparsers(
+        dest="action", required=True, metavar="ACTION", parser_class=Parser
+    )
+    for action, aliases, text in snapshots.ACTIONS:
+        action_parser = snapshot_actions.add_parser(action, aliases=list(aliases), help=text)
+        add_options(action_parser, f"etcd-snapshot {action}")
+        snapshots.add_arguments(action_parser, action)
     run_parser = commands.add_parser("run", help="run one component in the foreground, for debugging")
     components = run_parser.add_subparsers(
         dest="component", required=True, metavar="COMPONENT", parser_class=Parser
@@ -169,6 +209,16 @@ def build_parser() -> Parser:
     add_options(components.add_parser("kine", help="kine: etcd v3 API on a SQL datastore"), "run kine")
     add_options(components.add_parser("nats", help="the bundled nats-server, on loopback"), "run nats")
     add_options(components.add_parser("apiserver", help="the Kubernetes API server (HTTPS)"), "run apiserver")
+    add_options(
+        components.add_parser("scheduler", help="the scheduler (binds pods to nodes)"), "run scheduler"
+    )
+    add_options(
+        components.add_parser("controllers", help="the controller manager (deployments, jobs, ...)"),
+        "run controllers",
+    )
+    add_options(
+        components.add_parser("agent", help="the node agent (joins --server, runs pods)"), "run agent"
+    )
     return parser
 
 
@@ -185,6 +235,8 @@ def add_options(parser: argparse.ArgumentParser, command: str) -> None:
         }
         if option.switch:
             parser.add_argument(*names, action="store_true", **common)
+        elif option.repeatable:
+            parser.add_argument(*names, action="append", metavar=option.metavar, **common)
         else:
             parser.add_argument(*names, metavar=option.metavar, choices=option.choices, **common)
 
@@ -217,7 +269,9 @@ async def run_apiserver(settings: config.Settings) -> int:
     profiles.prepare(settings)
     from services.apiserver import server as apiserver
 
-    api_settings = settings.apiserver.model_copy(update={"store_address": kine_target(settings.kine)})
+    api_settings = settings.apiserver  # a real etcd (http(s) --datastore-endpoint) is already there
+    if not api_settings.store_address:
+        api_settings = api_settings.model_copy(update={"store_address": kine_target(settings.kine)})
     component = apiserver.ApiServer(api_settings)
 
     def ready() -> None:
@@ -227,27 +281,87 @@ async def run_apiserver(settings: config.Settings) -> int:
     return await serve(component, name="apiserver", on_ready=ready)
 
 
+async def run_scheduler(settings: config.Settings) -> int:
+    from services.scheduler import component as scheduler
+
+    _require_kubeconfig(settings.scheduler.kubeconfig, "scheduler")
+    return await serve(scheduler.Scheduler(settings.scheduler), name="scheduler")
+
+
+async def run_controllers(settings: config.Settings) -> int:
+    from services.controllers import component as controllers
+
+    _require_kubeconfig(settings.controllers.kubeconfig, "controllers")
+    return await serve(controllers.ControllerManager(settings.controllers), name="controllers")
+
+
+def _require_kubeconfig(path: Path | None, component: str) -> None:
+    if path is None or not path.exists():
+        raise StartError(f"{component}: kubeconfig {path} does not exist (start the API server first)")
+
+
+async def run_agent(settings: config.Settings) -> int:
+    from services.agent import component as agent
+    from services.agent import join
+
+    bus = await services.bus.connect(settings.nats.url) if settings.nats.url else None
+    try:
+        return await serve(agent.Agent(settings.agent, bus=bus), name="agent")
+    except join.JoinError as exc:
+        raise StartError(str(exc)) from None
+    finally:
+        if bus is not None:
+            await bus.close()
+
+
 async def start(settings: config.Settings) -> int:
     profile = settings.supervisor.profile
     if profile == "agent":
-        raise StartError("the agent profile is not implemented yet")
+        if not settings.agent.server:
+            raise config.ConfigError("the agent profile needs --server (K3S_URL)")
+        return await run_agent(settings)
     config.prepare_data_dir(settings.supervisor.data_dir)
     _check_kubeconfig_mode(settings)
+    await snapshots.reset(settings)  # --cluster-reset: restore a snapshot before anything starts
     component: Component
     if profile == "edge":
         profiles.prepare(settings)
-        component = profiles.Edge(settings)
+        component = snapshot_schedule.attach(profiles.Edge(settings), settings)
         return await serve(component, name=f"{PROG} ({profile} profile)")
     settings = profiles.fixed_port(settings)
-    profiles.prepare(settings)
+    from supervisor import cluster_join  # loads the SQL drivers: only the server profile needs it
+
+    # On a shared PostgreSQL/MySQL datastore or etcd: join the cluster (its CAs, keys, NATS routes) first.
+    settings = await cluster_join.prepare(settings)
     children = server_children(settings)
     component = process.ProcessManager(children, backoff=backoff(settings.supervisor))
+    component = snapshot_schedule.attach(component, settings)
+    component = cluster_join.attach(component, settings, kine_address=kine_target(settings.kine))
     port = settings.apiserver.https_listen_port
     return await serve(
         component,
         name=f"{PROG} ({profile} profile)",
         on_ready=lambda: profiles.write_admin_kubeconfig(settings, port=port),
     )
+
+
+def rotate_certificates(settings: config.Settings, *, services: Sequence[str]) -> int:
+    """``k3s certificate rotate``: new keys and certificates for the leaves, CAs kept, after a backup."""
+    data_dir = settings.supervisor.data_dir
+    if not pki.TlsFiles(pki.tls_dir(data_dir)).crt(pki.SERVER_CA).exists():
+        raise StartError(
+            f"no certificates under {pki.tls_dir(data_dir)} (has a server run with this data dir?)"
+        )
+    api = settings.apiserver
+    rotated = pki.rotate(
+        data_dir,
+        services=services,
+        node_ips=[ip for ip in {api.advertise_address, "127.0.0.1"} if ip],
+        tls_sans=settings.supervisor.tls_san,
+        node_name=settings.cluster.node_name,
+    )
+    print(f"rotated {len(rotated)} certificates; restart the server to use them", flush=True)
+    return EXIT_OK
 
 
 def _check_kubeconfig_mode(settings: config.Settings) -> None:
@@ -264,6 +378,9 @@ COMMANDS: dict[str, Callable[[config.Settings], Coroutine[Any, Any, int]]] = {
     "run kine": run_kine,
     "run nats": run_nats,
     "run apiserver": run_apiserver,
+    "run scheduler": run_scheduler,
+    "run controllers": run_controllers,
+    "run agent": run_agent,
 }
 
 
@@ -308,6 +425,8 @@ async def serve(component: Component, *, name: str, on_ready: Callable[[], None]
     signals.install(loop)
     try:
         if await first(component.start(), signals.stopping.wait(), name=f"{name} start"):
+            # What start-up allocated lives as long as the process: keep the collector off it.
+            gc.freeze()
             if on_ready is not None:
                 on_ready()
             try:
@@ -373,24 +492,57 @@ def server_children(settings: config.Settings) -> list[process.ChildSpec]:
                 probe=functools.partial(nats_server.probe, nats_url),
             )
         )
-    specs.append(
-        _child_spec(
-            settings,
-            "kine",
-            flags=_kine_flags(settings.kine),
-            # Secrets travel in the environment, never on a command line anyone can read in ps.
-            secrets={"K3S_DATASTORE_ENDPOINT": settings.kine.datastore_endpoint, "K3S_NATS_URL": nats_url},
-            probe=process.grpc_health_probe(kine_target(settings.kine)),
+    # A real etcd (http(s) endpoint) replaces kine: the API server dials it itself.
+    etcd = settings.kine.datastore_endpoint if config.is_etcd_endpoint(settings.kine.datastore_endpoint) else ""
+    if not etcd:
+        specs.append(
+            _child_spec(
+                settings,
+                "kine",
+                flags=_kine_flags(settings.kine),
+                # Secrets travel in the environment, never on a command line anyone can read in ps.
+                secrets={"K3S_DATASTORE_ENDPOINT": settings.kine.datastore_endpoint, "K3S_NATS_URL": nats_url},
+                probe=process.grpc_health_probe(kine_target(settings.kine)),
+            )
         )
-    )
     specs.append(
         _child_spec(
             settings,
             "apiserver",
             flags=profiles.apiserver_flags(settings.apiserver),
+            secrets={"K3S_NATS_URL": nats_url, "K3S_DATASTORE_ENDPOINT": etcd},
             probe=profiles.readyz_probe(settings),
         )
     )
+    specs += control_plane_children(settings)
+    if not settings.supervisor.disable_agent:
+        specs.append(
+            _child_spec(
+                settings,
+                "agent",
+                flags=profiles.server_agent_flags(settings),
+                secrets={"K3S_NATS_URL": nats_url},
+                probe=profiles.always_ready,
+            )
+        )
+    return specs
+
+
+def control_plane_children(settings: config.Settings) -> list[process.ChildSpec]:
+    """The scheduler and the controllers, each gated on its own /healthz (they need the API server up)."""
+    specs = []
+    supervisor = settings.supervisor
+    wanted = (
+        ("scheduler", not supervisor.disable_scheduler, profiles.scheduler_flags(settings)),
+        ("controllers", not supervisor.disable_controller_manager, profiles.controllers_flags(settings)),
+    )
+    for component, enabled, flags in wanted:
+        if not enabled:
+            continue
+        # One loopback port per child, chosen once, so a restarted child answers where we probe.
+        port = nats_server.pick_free_port()
+        flags += [f"--{component}-health-address", f"127.0.0.1:{port}"]
+        specs.append(_child_spec(settings, component, flags=flags, probe=profiles.healthz_probe(port)))
     return specs
 
 

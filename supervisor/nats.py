@@ -9,6 +9,17 @@ The port is ``NatsSettings.port`` or, when 0, a free port the kernel picks on 12
 NATS default 4222, which a system nats-server may own). The supervisor resolves it once and passes it
 explicitly to every restart. Readiness is a successful authenticated client connection.
 
+Servers sharing a datastore join their NATS servers into one NATS cluster, so a kine change notice
+published on one server reaches the kine of every other within milliseconds. ``cluster_join`` writes
+``cluster.json`` (0600) next to the config: this server's route address, the peers' addresses
+published in the datastore, and the route password all servers share (from the bootstrap data).
+When it exists, the config gets a ``cluster`` block: routes listen on that address, authenticate
+with that password, and connect to the peers; NATS's gossip then links every server to every other,
+and nats-server keeps retrying a peer that is down. Routes are TLS in both directions: each server
+presents its route certificate (issued from the server CA all servers share, the route address in
+its SANs) and accepts only peers whose certificate that CA signed (``verify: true``), so a route
+crossing the network is encrypted and a stranger who learnt the password still cannot join.
+
 nats-server's own log lines are read and re-logged here (errors as errors, the start-up banner at
 DEBUG), so they carry our format and level instead of its own.
 """
@@ -31,15 +42,16 @@ import time
 import urllib.parse
 from pathlib import Path
 
-import nats.aio.client
-import nats.errors
-
 from supervisor import config, process
 
 logger = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
 USER = "k3s-server"
+ROUTE_USER = "k3s-route"
+CLUSTER_NAME = "k3s"
+CLUSTER_FILE = "cluster.json"
+ROUTE_TLS_TIMEOUT = 5.0  # seconds for a route's TLS handshake (nats-server's default is 2)
 NATS_DEFAULT_PORT = 4222  # never picked: a system nats-server may be listening there
 _LOG_LINE = re.compile(r"\[(?P<level>INF|WRN|ERR|FTL|DBG|TRC)\] (?P<text>.*)")
 _LEVELS = {"DBG": logging.DEBUG, "TRC": logging.DEBUG, "INF": logging.DEBUG, "WRN": logging.WARNING}
@@ -112,7 +124,69 @@ def client_url(port: int, credentials: Credentials | None = None) -> str:
     return f"nats://{user}:{password}@{HOST}:{port}"
 
 
-def render_config(*, port: int, credentials: Credentials) -> str:
+@dataclasses.dataclass(frozen=True)
+class RouteTls:
+    """PEM files of the route TLS: this server's route certificate and key, the CA peers must chain to."""
+
+    cert: str
+    key: str
+    ca: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Cluster:
+    """This server's place in the servers' NATS cluster (from ``cluster.json``)."""
+
+    listen: str  # HOST:PORT the routes listen on
+    routes: tuple[str, ...]  # the peers' HOST:PORT
+    password: str = dataclasses.field(repr=False)
+    tls: RouteTls | None = None  # None only in a file written before routes had TLS
+
+    def route_urls(self) -> list[str]:
+        secret = urllib.parse.quote(self.password, safe="")
+        return [f"nats-route://{ROUTE_USER}:{secret}@{peer}" for peer in self.routes]
+
+
+def read_cluster(data_dir: Path) -> Cluster | None:
+    """The cluster settings ``cluster_join`` wrote, or None when this server is alone."""
+    path = nats_dir(data_dir) / CLUSTER_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        tls = data.get("tls")
+        return Cluster(
+            listen=str(data["listen"]),
+            routes=tuple(map(str, data["routes"])),
+            password=str(data["password"]),
+            tls=RouteTls(cert=str(tls["cert"]), key=str(tls["key"]), ca=str(tls["ca"])) if tls else None,
+        )
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError):
+        raise NatsError(f"{path} is corrupt; restart the server to rewrite it") from None
+
+
+def render_cluster(cluster: Cluster) -> list[str]:
+    return [
+        "cluster {",
+        f"  name: {json.dumps(CLUSTER_NAME)}",
+        f"  listen: {json.dumps(cluster.listen)}",
+        f"  authorization {{user: {json.dumps(ROUTE_USER)}, password: {json.dumps(cluster.password)}}}",
+        *(render_route_tls(cluster.tls) if cluster.tls is not None else []),
+        f"  routes: [{', '.join(json.dumps(url) for url in cluster.route_urls())}]",
+        "}",
+    ]
+
+
+def render_route_tls(tls: RouteTls) -> list[str]:
+    # The same certificate serves accepted routes and dials peers; a dialled peer is checked against
+    # the host of its route URL (an IP SAN). The handshake timeout leaves room on a busy machine.
+    files = {"cert_file": tls.cert, "key_file": tls.key, "ca_file": tls.ca}
+    lines = [f"{name}: {json.dumps(path)}" for name, path in files.items()]
+    lines += ["verify: true", f"timeout: {ROUTE_TLS_TIMEOUT:g}"]
+    return ["  tls {", *(f"    {line}" for line in lines), "  }"]
+
+
+def render_config(*, port: int, credentials: Credentials, cluster: Cluster | None = None) -> str:
     return "\n".join(
         [
             "# Written by k3s-supervisor at every start of the bundled nats-server; edits are lost.",
@@ -124,22 +198,30 @@ def render_config(*, port: int, credentials: Credentials) -> str:
             f"    {{user: {json.dumps(credentials.user)}, password: {json.dumps(credentials.password)}}}",
             "  ]",
             "}",
+            *(render_cluster(cluster) if cluster is not None else []),
             "",
         ]
     )
 
 
-def write_config(data_dir: Path, *, port: int, credentials: Credentials) -> Path:
+def write_config(
+    data_dir: Path, *, port: int, credentials: Credentials, cluster: Cluster | None = None
+) -> Path:
     path = nats_dir(data_dir) / "nats.conf"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as file:
-        file.write(render_config(port=port, credentials=credentials))
+        file.write(render_config(port=port, credentials=credentials, cluster=cluster))
     os.chmod(path, 0o600)  # in case an older file had looser permissions
     return path
 
 
 async def probe(url: str, *, attempt_timeout: float = 1.0) -> bool:
     """One quick authenticated connect; True when the server accepted it."""
+
+    # Imported here: nats-py (and aiohttp under it) costs a quarter of a second and 11 MB, which
+    # only the processes that probe NATS should pay.
+    import nats.aio.client
+    import nats.errors
 
     async def quiet(_exc: Exception) -> None:
         return None  # the caller only wants a yes or no; nats-py would log a traceback
@@ -197,11 +279,16 @@ class NatsServer:
         self.credentials = ensure_credentials(self.data_dir)
         self.port = self.settings.port or pick_free_port()
         check_port_free(self.port)
-        conf = write_config(self.data_dir, port=self.port, credentials=self.credentials)
+        cluster = read_cluster(self.data_dir)
+        conf = write_config(self.data_dir, port=self.port, credentials=self.credentials, cluster=cluster)
         await self._spawn(conf)
         await self._wait_ready()
         self.state = State.RUNNING
         logger.info("nats serving on %s (pid %d, user %s)", self.url, self.pid, self.credentials.user)
+        if cluster is not None:
+            logger.info(
+                "nats cluster routes on %s, peers %s", cluster.listen, list(cluster.routes) or "none yet"
+            )
 
     async def _spawn(self, conf: Path) -> None:
         if not os.access(self.settings.binary, os.X_OK):
@@ -236,6 +323,8 @@ class NatsServer:
     def _level(tag: str, text: str) -> int:
         if tag == "WRN" and "Plaintext passwords" in text:
             return logging.DEBUG  # by design: the file is 0600 in a 0700 directory
+        if tag == "ERR" and "connect to route" in text:
+            return logging.WARNING  # a peer server is down; nats-server keeps retrying it
         return _LEVELS.get(tag, logging.ERROR)
 
     async def _wait_ready(self) -> None:

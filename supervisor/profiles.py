@@ -30,7 +30,12 @@ def prepare(settings: config.Settings) -> None:
     data_dir = settings.supervisor.data_dir
     api = settings.apiserver
     node_ips = [ip for ip in {api.advertise_address, "127.0.0.1"} if ip]
-    files = pki.ensure(data_dir, node_ips=node_ips, tls_sans=settings.supervisor.tls_san, node_name=settings.cluster.node_name)
+    files = pki.ensure(
+        data_dir,
+        node_ips=node_ips,
+        tls_sans=settings.supervisor.tls_san,
+        node_name=settings.cluster.node_name,
+    )
     token = settings.cluster.token.get_secret_value() if settings.cluster.token else None
     if token is None and settings.cluster.token_file is not None:
         token = tokens.read_token(settings.cluster.token_file)
@@ -57,7 +62,14 @@ def fixed_port(settings: config.Settings) -> config.Settings:
     if settings.apiserver.https_listen_port:
         return settings
     with socket.socket() as sock:
-        sock.bind((settings.apiserver.bind_address if settings.apiserver.bind_address != "0.0.0.0" else "127.0.0.1", 0))
+        sock.bind(
+            (
+                settings.apiserver.bind_address
+                if settings.apiserver.bind_address != "0.0.0.0"
+                else "127.0.0.1",
+                0,
+            )
+        )
         port = sock.getsockname()[1]
     api = settings.apiserver.model_copy(update={"https_listen_port": port})
     return settings.model_copy(update={"apiserver": api})
@@ -89,39 +101,155 @@ def readyz_probe(settings: config.Settings) -> process.Probe:
     return probe
 
 
+def healthz_probe(port: int) -> process.Probe:
+    """A probe asking a loopback component's plain-HTTP /healthz (scheduler, controllers)."""
+
+    async def probe() -> bool:
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 2)
+        except (OSError, TimeoutError):
+            return False
+        try:
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            await writer.drain()
+            status = await asyncio.wait_for(reader.readline(), 2)
+            return b" 200 " in status
+        except (OSError, TimeoutError):
+            return False
+        finally:
+            writer.close()
+
+    return probe
+
+
+async def always_ready() -> bool:
+    """The agent's probe: it is up once it runs; it joins, retries and reports on its own."""
+    return True
+
+
+def server_agent_flags(settings: config.Settings) -> list[str]:
+    """The server's own node: joined to the local API server with the server token."""
+    agent = settings.agent
+    flags = [
+        "--server", f"https://127.0.0.1:{settings.apiserver.https_listen_port}",
+        "--token-file", str(tokens.server_dir(settings.supervisor.data_dir) / "token"),
+        "--server-node",
+    ]  # fmt: skip
+    if settings.cluster.node_name:
+        flags += ["--node-name", settings.cluster.node_name]
+    if agent.with_node_id:
+        flags.append("--with-node-id")
+    if agent.node_ip:
+        flags += ["--node-ip", agent.node_ip]
+    flags += [flag for key, value in agent.node_labels.items() for flag in ("--node-label", f"{key}={value}")]
+    flags += [flag for taint in agent.node_taints for flag in ("--node-taint", taint)]
+    if agent.virtual_nodes:
+        flags += ["--virtual-nodes", str(agent.virtual_nodes)]
+    if agent.lb_server_port:
+        flags += ["--lb-server-port", str(agent.lb_server_port)]
+    flags += [flag for arg in settings.supervisor.kubelet_arg for flag in ("--kubelet-arg", arg)]
+    return flags
+
+
+def scheduler_flags(settings: config.Settings) -> list[str]:
+    return [flag for arg in settings.supervisor.kube_scheduler_arg for flag in ("--kube-scheduler-arg", arg)]
+
+
+def controllers_flags(settings: config.Settings) -> list[str]:
+    flags = ["--cluster-cidr", settings.controllers.cluster_cidr]
+    if settings.controllers.disabled_addons:
+        flags += ["--disable", ",".join(settings.controllers.disabled_addons)]
+    for arg in settings.supervisor.kube_controller_manager_arg:
+        flags += ["--kube-controller-manager-arg", arg]
+    return flags
+
+
 def apiserver_flags(api: apiserver_settings.ApiServerSettings) -> list[str]:
     return [
         "--https-listen-port", str(api.https_listen_port), "--bind-address", api.bind_address,
         "--advertise-address", api.advertise_address, "--service-cidr", api.service_cidr,
         "--cluster-cidr", api.cluster_cidr, "--service-node-port-range", api.service_node_port_range,
         "--cluster-domain", api.cluster_domain,
+    ] + [
+        flag
+        for name, path in (("cafile", api.store_cafile), ("certfile", api.store_certfile), ("keyfile", api.store_keyfile))
+        if path is not None
+        for flag in (f"--datastore-{name}", str(path))
     ]  # fmt: skip
 
 
 class Edge:
-    """kine and the API server in this process and event loop; the in-memory bus replaces NATS."""
+    """Every component in this process and event loop: kine, the API server, the scheduler and the
+    controllers. The in-memory bus replaces NATS; the scheduler and controllers reach the API through
+    the in-process client (``ApiClient(app=...)``), authenticated as the users their kubeconfigs name."""
 
     def __init__(self, settings: config.Settings) -> None:
         self.settings = settings
         self._kine: Any = None
         self._apiserver: Any = None
-        self._tasks: list[asyncio.Task[Any]] = []
+        self._components: list[Any] = []  # started after the API server, stopped before it
+        self._clients: list[Any] = []
+        self._bus: Any = None
 
     async def start(self) -> None:
         from services.apiserver import server as apiserver
         from services.kine import component
 
-        kine_settings = self.settings.kine.model_copy(update={"nats_url": EDGE_BUS_URL})
-        self._kine = component.Kine(kine_settings)
-        await self._kine.start()
         api_settings = self.settings.apiserver.model_copy(update={"nats_url": EDGE_BUS_URL})
-        self._apiserver = apiserver.ApiServer(api_settings, backend=self._kine.backend)
+        if api_settings.store_address:  # a real etcd: the API server dials it, no kine here
+            self._apiserver = apiserver.ApiServer(api_settings)
+        else:
+            kine_settings = self.settings.kine.model_copy(update={"nats_url": EDGE_BUS_URL})
+            self._kine = component.Kine(kine_settings)
+            await self._kine.start()
+            self._apiserver = apiserver.ApiServer(api_settings, backend=self._kine.backend)
         await self._apiserver.start()
         write_admin_kubeconfig(self.settings, port=self._apiserver.port)
-        log.info("edge profile: kine and the API server in this process, bus %s", EDGE_BUS_URL)
+        await self._start_control_plane()
+        log.info("edge profile: every component in this process, bus %s", EDGE_BUS_URL)
+
+    async def _start_control_plane(self) -> None:
+        from services.client import api as api_client
+
+        supervisor = self.settings.supervisor
+        if not supervisor.disable_scheduler:
+            from services.scheduler import component as scheduler
+
+            client = api_client.ApiClient(app=self._apiserver.app, user="system:kube-scheduler")
+            self._clients.append(client)
+            self._components.append(scheduler.Scheduler(self.settings.scheduler, api=client))
+            await self._components[-1].start()
+        if not supervisor.disable_controller_manager:
+            from services.controllers import component as controllers
+
+            client = api_client.ApiClient(app=self._apiserver.app, user="system:kube-controller-manager")
+            self._clients.append(client)
+            self._components.append(controllers.ControllerManager(self.settings.controllers, api=client))
+            await self._components[-1].start()
+        if not supervisor.disable_agent:
+            await self._start_agent()
+
+    async def _start_agent(self) -> None:
+        """This machine's node, in process: it acts as ``system:node:<name>``, as a joined agent would."""
+        import services.bus
+        from services.agent import component as agent_component
+        from services.agent import join
+        from services.client import api as api_client
+
+        settings = self.settings.agent.model_copy(update={"server_node": True})
+        if settings.virtual_nodes:  # they act for many nodes, which no node identity may
+            identity = {"user": "system:k3s-virtual-nodes", "groups": ["system:masters"]}
+        else:
+            identity = {"user": f"system:node:{join.node_name(settings)}", "groups": ["system:nodes"]}
+        client = api_client.ApiClient(app=self._apiserver.app, **identity)
+        self._clients.append(client)
+        self._bus = await services.bus.connect(EDGE_BUS_URL)
+        self._components.append(agent_component.Agent(settings, api=client, bus=self._bus))
+        await self._components[-1].start()
 
     async def wait(self) -> None:
-        waits = [asyncio.ensure_future(c.wait()) for c in (self._kine, self._apiserver) if c is not None]
+        parts = [self._kine, self._apiserver, *self._components]
+        waits = [asyncio.ensure_future(c.wait()) for c in parts if c is not None]
         try:
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -129,6 +257,12 @@ class Edge:
                 task.cancel()
 
     async def stop(self) -> None:
+        for component in reversed(self._components):
+            await component.stop()
+        for client in self._clients:
+            await client.aclose()
+        if self._bus is not None:
+            await self._bus.close()
         if self._apiserver is not None:
             await self._apiserver.stop()
         if self._kine is not None:
