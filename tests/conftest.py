@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
+import signal
 import socket
+import sys
 import uuid
+from typing import Any
 
 import pytest
 
@@ -58,3 +63,51 @@ def endpoint_for(scheme: str, name: str) -> str:
     if scheme == "memory":
         return "memory://"
     return ""
+
+
+# -- hung tests ----------------------------------------------------------------------------------
+# pytest-timeout (``timeout`` in pyproject.toml) fails a hung test and prints every thread's stack.
+# In an asyncio test those stacks only show the event loop waiting, so the alarm first prints each
+# pending task of the loop that runs the test, with the line it waits on: what the test was stuck on.
+
+
+def _print_pending_tasks() -> None:
+    try:
+        loop = asyncio.get_running_loop()  # the alarm interrupts the main thread, in its loop
+    except RuntimeError:
+        return
+    out = io.StringIO()
+    pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    print(f"{len(pending)} pending asyncio tasks:", file=out)
+    for task in pending:
+        task.print_stack(limit=6, file=out)
+    sys.stderr.write(out.getvalue())
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> bool | None:
+    if settings.method != "signal":
+        return None
+    import pytest_timeout
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        _print_pending_tasks()
+        # The teardown that follows may hang as well: give it two minutes, then end the run.
+        signal.signal(signal.SIGALRM, on_second_alarm)
+        signal.setitimer(signal.ITIMER_REAL, 120)
+        pytest_timeout.timeout_sigalrm(item, settings)
+
+    def on_second_alarm(signum: int, frame: Any) -> None:
+        _print_pending_tasks()
+        pytest_timeout.timeout_timer(item, settings)  # prints every thread's stack, then exits
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, settings.timeout)
+    return True
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_timeout_cancel_timer(item: pytest.Item) -> bool:
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    return True

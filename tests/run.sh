@@ -18,6 +18,9 @@ fi
 # kubectl 1.20 (Debian's kubernetes-client), unpacked into .cache: its /usr/bin/kubectl would clash.
 bash tests/install_kubectl_120.sh
 
+# moto's S3 server for the --etcd-s3 snapshot tests, in .cache/moto (its own environment).
+bash tests/install_moto.sh
+
 python3 -m pip install -q --disable-pip-version-check -e ".[test]" 2>&1 | grep -v -E "^(WARNING|DEPRECATION)" || true
 
 echo "== ruff"
@@ -25,4 +28,7 @@ ruff check services supervisor tests bench
 echo "== import-linter"
 lint-imports
 echo "== pytest"
+# The tests start hundreds of Python processes (servers, agents, CLIs): let them share compiled
+# bytecode instead of each compiling the project's modules again (some images set this variable).
+unset PYTHONDONTWRITEBYTECODE
 exec python3 -m pytest "$@"

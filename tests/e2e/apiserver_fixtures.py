@@ -18,11 +18,14 @@ Test modules load this file with ``pytest_plugins = ["tests.e2e.apiserver_fixtur
 session-scoped cluster exists once, whichever modules use it) and import from it only under
 ``TYPE_CHECKING``; what they need at run time comes through the fixtures. They pick a cluster
 through the ``cluster`` fixture: ``server`` by default, or another kind by parametrizing it
-indirectly (``pytest.mark.parametrize("cluster", ["edge"], indirect=True)``).
+indirectly (``pytest.mark.parametrize("cluster", ["edge"], indirect=True)``). The kind ``etcd``
+is the server profile on a real etcd that the fixture starts first (TLS with client certificates
+it generates; ``--datastore-endpoint https://...``, so no kine runs).
 
 Every test gets its own namespace (``namespace``) so tests never see each other's objects.
-Namespaces are left behind (no namespace controller exists yet to finalize them) and go away with
-the cluster's data dir.
+Namespaces are left behind and go away with the cluster's data dir. The shared clusters run
+without the controllers and without a node, so what a test writes stays as written and pods stay
+Pending; tests of workloads start clusters of their own (``tests/e2e/test_workloads.py``).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ import httpx
 import kubernetes
 import pytest
 
+from services.machinery import certs
 from supervisor import kubeconfig as kubeconfig_
 from supervisor import pki
 from tests.e2e import conftest as e2e
@@ -81,6 +85,7 @@ class Cluster:
     kubeconfig: Path
     log_path: Path
     port: int = 0
+    extra_args: tuple[str, ...] = ()  # more `start` flags (supervisor-started clusters only)
 
     @property
     def url(self) -> str:
@@ -175,16 +180,18 @@ class SupervisorCluster(Cluster):
     """``python -m supervisor start --profile <kind>`` in a session (process group) of its own."""
 
     process: subprocess.Popen[bytes] | None = None
+    profile: str = ""  # the --profile, when the kind names more than that (``etcd``: server on etcd)
 
     def command(self) -> list[str]:
         return [
             *SUPERVISOR_COMMAND,
             "--config", "",
-            "--profile", self.kind,
+            "--profile", self.profile or self.kind,
             "--data-dir", str(self.data_dir),
             "--https-listen-port", str(self.port),
             "--bind-address", "127.0.0.1",  # tests listen on loopback only
             "--write-kubeconfig", str(self.kubeconfig),
+            *self.extra_args,
         ]  # fmt: skip
 
     def start(self) -> None:
@@ -299,30 +306,163 @@ class InProcessCluster(Cluster):
             self._thread.join(STOP_DEADLINE)
 
 
+# -- a real etcd as the datastore ----------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EtcdTls:
+    """PEM files: a CA, etcd's serving certificate for 127.0.0.1 and a client certificate."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+    @classmethod
+    def write(cls, directory: Path) -> EtcdTls:
+        directory.mkdir(parents=True, exist_ok=True)
+        ca = certs.generate_ca("etcd-ca")
+        server = certs.issue_serving_cert(
+            ca, "etcd", ip_addresses=["127.0.0.1"], dns_names=["localhost"], client_auth=True
+        )  # etcd dials itself (its gateway) with it
+        client = certs.issue_client_cert(ca, "k3s-apiserver")
+        files = cls(
+            ca=directory / "ca.crt",
+            server_cert=directory / "server.crt",
+            server_key=directory / "server.key",
+            client_cert=directory / "client.crt",
+            client_key=directory / "client.key",
+        )
+        files.ca.write_bytes(ca.cert_pem())
+        for pair, cert, key in (
+            (server, files.server_cert, files.server_key),
+            (client, files.client_cert, files.client_key),
+        ):
+            cert.write_bytes(pair.cert_pem())
+            key.write_bytes(pair.key_pem())
+            key.chmod(0o600)
+        return files
+
+    def credentials(self) -> Any:
+        import grpc
+
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.ca.read_bytes(),
+            private_key=self.client_key.read_bytes(),
+            certificate_chain=self.client_cert.read_bytes(),
+        )
+
+
+@dataclasses.dataclass(kw_only=True)
+class EtcdServer(e2e.EtcdProcess):
+    """Debian's etcd on loopback; with ``tls``, https only and client certificates required."""
+
+    tls: EtcdTls | None = None
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://{self.endpoint}"
+
+    def command(self) -> list[str]:
+        if self.tls is None:
+            return super().command()
+        plain = f"http://{self.endpoint}"
+        args = [arg.replace(plain, self.url) for arg in super().command()]
+        return [
+            *args,
+            f"--cert-file={self.tls.server_cert}",
+            f"--key-file={self.tls.server_key}",
+            f"--trusted-ca-file={self.tls.ca}",
+            "--client-cert-auth",
+        ]
+
+    def _wait_ready(self) -> bool:
+        if self.tls is None:
+            return super()._wait_ready()
+        deadline = time.monotonic() + e2e.START_DEADLINE
+        while time.monotonic() < deadline:
+            if self.process is None or self.process.poll() is not None:
+                return False
+            if _tls_serving(self.endpoint, self.tls):
+                return True
+            time.sleep(0.05)
+        return False
+
+    def supervisor_args(self) -> tuple[str, ...]:
+        """The ``start`` flags that make a server use this etcd."""
+        args: tuple[str, ...] = ("--datastore-endpoint", self.url)
+        if self.tls is not None:
+            args += (
+                "--datastore-cafile",
+                str(self.tls.ca),
+                "--datastore-certfile",
+                str(self.tls.client_cert),
+            )
+            args += ("--datastore-keyfile", str(self.tls.client_key))
+        return args
+
+
+def _tls_serving(endpoint: str, tls: EtcdTls) -> bool:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.secure_channel(endpoint, tls.credentials()) as channel:
+        try:
+            response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+        except grpc.RpcError:
+            return False
+    return response.status == health_pb2.HealthCheckResponse.SERVING
+
+
 @contextlib.contextmanager
-def running_cluster(kind: str, base: Path) -> Iterator[Cluster]:
-    """Start a cluster of ``kind`` (``server``, ``edge``, ``inprocess``) under ``base``; stop it at the end."""
+def running_etcd(base: Path, *, tls: bool) -> Iterator[EtcdServer]:
+    """A real etcd under ``base`` (TLS with certificates made here if asked); skips if etcd is absent."""
+    e2e.require_binary(e2e.ETCD)
+    files = EtcdTls.write(base / "etcd-pki") if tls else None
+    etcd = EtcdServer(data_dir=base / "etcd", log_path=base / "etcd.log", tls=files)
+    with e2e.running(etcd):
+        yield etcd
+
+
+@contextlib.contextmanager
+def running_cluster(kind: str, base: Path, *, extra_args: tuple[str, ...] = ()) -> Iterator[Cluster]:
+    """Start a cluster of ``kind`` under ``base``; stop it at the end.
+
+    Kinds: ``server``, ``edge``, ``inprocess``, and ``etcd``: the server profile on a real etcd
+    started here, over TLS with client certificates (no kine child).
+    """
     fields: dict[str, Any] = {
         "kind": kind,
+        "extra_args": extra_args,
         "data_dir": base / "data",
         "kubeconfig": base / "data" / "kubeconfig.yaml",
         "log_path": base / f"{kind}.log",
     }
     base.mkdir(parents=True, exist_ok=True)
-    cluster: SupervisorCluster | InProcessCluster
-    cluster = InProcessCluster(**fields) if kind == "inprocess" else SupervisorCluster(**fields)
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
-        cluster.print_log()
+    with contextlib.ExitStack() as stack:  # the etcd, if any, stops after the cluster
+        if kind == "etcd":
+            etcd = stack.enter_context(running_etcd(base, tls=True))
+            fields.update(profile="server", extra_args=(*etcd.supervisor_args(), *extra_args))
+        cluster: SupervisorCluster | InProcessCluster
+        cluster = InProcessCluster(**fields) if kind == "inprocess" else SupervisorCluster(**fields)
+        try:
+            cluster.start()
+            yield cluster
+        finally:
+            cluster.stop()
+            cluster.print_log()
 
 
 def _cluster_fixture(kind: str) -> Any:
     @pytest.fixture(scope="session", name=f"{kind}_cluster")
     def fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-        with running_cluster(kind, tmp_path_factory.mktemp(f"{kind}-cluster")) as cluster:
+        # These clusters test the API as stored and served: no node, and no controllers acting on what
+        # the tests write (a Deployment keeps 0 pods, a pod bound to a missing node stays).
+        base = tmp_path_factory.mktemp(f"{kind}-cluster")
+        with running_cluster(
+            kind, base, extra_args=("--disable-agent", "--disable-controller-manager")
+        ) as cluster:
             yield cluster
 
     return fixture
@@ -331,6 +471,7 @@ def _cluster_fixture(kind: str) -> Any:
 server_cluster = _cluster_fixture("server")
 edge_cluster = _cluster_fixture("edge")
 inprocess_cluster = _cluster_fixture("inprocess")
+etcd_cluster = _cluster_fixture("etcd")
 
 
 # -- the cluster's log with a failing test ---------------------------------------------------------

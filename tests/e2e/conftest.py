@@ -88,6 +88,22 @@ def grpc_serving(endpoint: str, *, timeout: float = 1.0) -> bool:
     return response.status == health_pb2.HealthCheckResponse.SERVING
 
 
+WAIT_DEADLINE = 90.0  # seconds any awaited cluster state may take before the test fails
+
+
+def wait_for(what: str, check: Callable[[], Any], *, deadline: float = WAIT_DEADLINE) -> Any:
+    """Poll ``check`` until it returns something truthy; fail naming ``what`` after ``deadline``
+    (which only ends a hung test: it is no performance threshold)."""
+    end = time.monotonic() + deadline
+    last: Any = None
+    while time.monotonic() < end:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
 class StartError(Exception):
     """A child did not become ready; the message carries the tail of its log."""
 

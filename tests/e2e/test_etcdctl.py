@@ -236,6 +236,13 @@ def test_lease_lifecycle(ctl: e2e.Etcdctl) -> None:
     assert "requested lease not found" in ctl.fails("put", "--lease", lease, "leased/k", "v")
 
 
+def test_short_leases_get_the_minimum_ttl_and_a_fresh_store_compacts_to_zero(ctl: e2e.Etcdctl) -> None:
+    for asked in ("0", "1"):
+        granted = ctl("lease", "grant", asked)
+        assert granted.endswith("granted with TTL(2s)\n"), granted
+    assert ctl("compaction", "0") == "compacted revision 0\n"
+
+
 def test_lease_expiry_deletes_keys(ctl: e2e.Etcdctl) -> None:
     lease = ctl("lease", "grant", "2").split()[1]
     ctl("put", "--lease", lease, "expiring/k", "v")

@@ -2,7 +2,7 @@
 
 Every test runs in a namespace of its own, with a ``--cache-dir`` of its own, and reads what it
 checks from kubectl's output (``-o json``, ``-o jsonpath``) rather than assuming server-chosen
-values. Pods stay Pending: there is no scheduler or agent yet, and nothing here needs one.
+values. Pods stay Pending: the cluster has no nodes, and nothing here needs one.
 Waits use kubectl's own ``--timeout`` or the fixture's per-command deadline; nothing asserts how
 fast anything is.
 """
@@ -10,47 +10,33 @@ fast anything is.
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pytest
 import yaml
+
+from tests.e2e.kubectl_helpers import (
+    SERVED_GROUP_VERSIONS,
+    configmap,
+    deployment,
+    get_json,
+    lines_until,
+    table,
+    unique,
+    view_binding,
+)
 
 if TYPE_CHECKING:
     from tests.e2e.apiserver_fixtures import Cluster, Kubectl
 
 pytest_plugins = ["tests.e2e.apiserver_fixtures"]  # the cluster, kubectl and client fixtures
 
-
-def unique() -> str:
-    """A short random suffix: names that no other test (or earlier run on the cluster) uses."""
-    return uuid.uuid4().hex[:8]
-
-
-def deployment(
-    name: str = "web", *, replicas: int = 2, image: str = "nginx:1.25", **labels: str
-) -> dict[str, Any]:
-    labels = {"app": name, **labels}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "main", "image": image, "ports": [{"containerPort": 80}]}]},
-            },
-        },
-    }
-
-
-def configmap(name: str, labels: dict[str, str] | None = None, **data: str) -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": name}
-    if labels:
-        meta["labels"] = labels
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data}
+# Every test twice: on the default cluster (kine on SQLite, or K3SPY_E2E_CLUSTER) and on a server
+# whose datastore is a real etcd over TLS (issue 6).
+pytestmark = pytest.mark.parametrize(
+    "cluster", [pytest.param(None, id="default"), pytest.param("etcd", id="etcd")], indirect=True
+)
 
 
 def pod(name: str, *, node: str = "", **labels: str) -> dict[str, Any]:
@@ -67,15 +53,6 @@ def write(path: Path, *objects: dict[str, Any]) -> str:
     leaves ``y`` or ``no`` unquoted, which kubectl's YAML 1.1 then reads as booleans)."""
     path.write_text("---\n".join(json.dumps(obj, indent=1) + "\n" for obj in objects))
     return str(path)
-
-
-def get_json(kubectl: Kubectl, *args: str) -> dict[str, Any]:
-    return json.loads(kubectl("get", *args, "-o", "json"))
-
-
-def table(output: str) -> list[list[str]]:
-    """kubectl's column output as rows of cells (header first)."""
-    return [line.split() for line in output.splitlines() if line.strip()]
 
 
 # -- discovery ---------------------------------------------------------------------------------------
@@ -126,24 +103,7 @@ def test_api_resources(kubectl: Kubectl) -> None:
 
 
 def test_api_versions(kubectl: Kubectl) -> None:
-    versions = set(kubectl("api-versions").split())
-    assert {
-        "v1",
-        "apps/v1",
-        "batch/v1",
-        "coordination.k8s.io/v1",
-        "discovery.k8s.io/v1",
-        "events.k8s.io/v1",
-        "networking.k8s.io/v1",
-        "policy/v1",
-        "rbac.authorization.k8s.io/v1",
-        "scheduling.k8s.io/v1",
-        "storage.k8s.io/v1",
-        "authentication.k8s.io/v1",
-        "authorization.k8s.io/v1",
-        "apiextensions.k8s.io/v1",
-        "k3s.cattle.io/v1",
-    } <= versions
+    assert set(kubectl("api-versions").split()) >= SERVED_GROUP_VERSIONS
 
 
 def test_explain(kubectl: Kubectl) -> None:
@@ -352,19 +312,11 @@ def test_get_watch(kubectl: Kubectl, tmp_path: Path) -> None:
     watch = kubectl.background("get", "configmaps", "--watch", "--output-watch-events", "-l", "w=1")
     kubectl("label", "configmap", "first", "w=1")  # the watch may start before or after this
     kubectl("apply", "-f", write(tmp_path / "second.yaml", configmap("second", {"w": "1"}, a="1")))
-    seen = _lines_until(watch, lambda line: "second" in line)
+    seen = lines_until(watch, lambda line: "second" in line)
     assert any(line.split()[:2] == ["ADDED", "second"] for line in seen), seen
     kubectl("delete", "configmap", "second")
-    seen = _lines_until(watch, lambda line: line.split()[:2] == ["DELETED", "second"])
+    seen = lines_until(watch, lambda line: line.split()[:2] == ["DELETED", "second"])
     assert seen[0].split()[:2] == ["EVENT", "NAME"]
-
-
-def _lines_until(watch: Any, done: Any, limit: int = 50) -> list[str]:
-    for _ in range(limit):
-        watch.next()
-        if done(watch.seen[-1]):
-            return watch.seen
-    raise AssertionError(f"not seen in {limit} lines: {watch.seen}")
 
 
 # -- describe ----------------------------------------------------------------------------------------
@@ -440,7 +392,7 @@ def test_wait_for_delete_and_jsonpath(kubectl: Kubectl, tmp_path: Path) -> None:
     waiter = kubectl.background(
         "wait", "--for=jsonpath={.spec.replicas}=4", "deployment/web", "--timeout=90s", "-v=6"
     )
-    _lines_until(waiter, lambda line: "Caches populated" in line)
+    lines_until(waiter, lambda line: "Caches populated" in line)
     kubectl("scale", "deployment", "web", "--replicas=4")
     assert "deployment.apps/web condition met" in waiter.rest()
     assert waiter.process.returncode == 0
@@ -450,7 +402,7 @@ def test_wait_for_delete_and_jsonpath(kubectl: Kubectl, tmp_path: Path) -> None:
     kubectl("delete", "configmap", "gone", "--wait=false")
     assert get_json(kubectl, "configmap", "gone")["metadata"]["deletionTimestamp"]
     waiter = kubectl.background("wait", "--for=delete", "configmap/gone", "--timeout=90s", "-v=6")
-    _lines_until(waiter, lambda line: "Caches populated" in line)
+    lines_until(waiter, lambda line: "Caches populated" in line)
     kubectl(
         "patch", "configmap", "gone", "--type=json", "-p", '[{"op":"remove","path":"/metadata/finalizers"}]'
     )
@@ -510,14 +462,7 @@ def test_auth_can_i(kubectl: Kubectl) -> None:
 
 def test_auth_can_i_as_a_restricted_user(cluster: Cluster, kubectl: Kubectl, tmp_path: Path) -> None:
     user = f"viewer-{unique()}"
-    binding = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "RoleBinding",
-        "metadata": {"name": "viewer"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
-    }
-    kubectl("apply", "-f", write(tmp_path / "rb.yaml", binding))
+    kubectl("apply", "-f", write(tmp_path / "rb.yaml", view_binding(user)))
     as_user = kubectl.with_kubeconfig(
         cluster.write_kubeconfig(tmp_path / "user.kubeconfig", cluster.issue_user(user)),
         cache_dir=tmp_path / "user-cache",

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +24,16 @@ import pytest
 import yaml
 
 from tests.e2e import conftest as e2e
+from tests.e2e.kubectl_helpers import (
+    SERVED_GROUP_VERSIONS,
+    configmap,
+    deployment,
+    get_json,
+    lines_until,
+    table,
+    unique,
+    view_binding,
+)
 
 if TYPE_CHECKING:
     from tests.e2e.apiserver_fixtures import Cluster
@@ -167,33 +176,6 @@ def kubectl(
 # -- manifests ---------------------------------------------------------------------------------------
 
 
-def unique() -> str:
-    return uuid.uuid4().hex[:8]
-
-
-def deployment(name: str = "web", *, replicas: int = 2, image: str = "nginx:1.25") -> dict[str, Any]:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "labels": {"app": name}},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "main", "image": image, "ports": [{"containerPort": 80}]}]},
-            },
-        },
-    }
-
-
-def configmap(name: str, labels: dict[str, str] | None = None, **data: str) -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": name}
-    if labels:
-        meta["labels"] = labels
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data}
-
-
 def write(path: Path, *objects: dict[str, Any]) -> str:
     """A manifest of ``objects`` as a stream of JSON objects, one after another.
 
@@ -209,15 +191,6 @@ def setup(kubectl: Kubectl120, manifest: str) -> str:
     """``apply`` the objects a test starts from, without client-side validation: it is tested (and
     fails alone, if it fails) in the create and apply tests."""
     return kubectl("apply", "--validate=false", "-f", manifest)
-
-
-def get_json(kubectl: Kubectl120, *args: str) -> dict[str, Any]:
-    return json.loads(kubectl("get", *args, "-o", "json"))
-
-
-def table(output: str) -> list[list[str]]:
-    """kubectl's column output as rows of cells (header first)."""
-    return [line.split() for line in output.splitlines() if line.strip()]
 
 
 def requests(log: str) -> list[str]:
@@ -258,14 +231,6 @@ def request_headers(log: str, method: str) -> dict[str, str]:
     raise AssertionError(f"no {method} request in the log")
 
 
-def _lines_until(watch: e2e.Lines, done: Any, limit: int = 50) -> list[str]:
-    for _ in range(limit):
-        watch.next()
-        if done(watch.seen[-1]):
-            return watch.seen
-    raise AssertionError(f"not seen in {limit} lines: {watch.seen}")
-
-
 # -- version and discovery ---------------------------------------------------------------------------
 
 
@@ -285,24 +250,7 @@ def test_version(kubectl: Kubectl120) -> None:
 
 
 def test_api_versions(kubectl: Kubectl120) -> None:
-    versions = set(kubectl("api-versions").split())
-    assert {
-        "v1",
-        "apps/v1",
-        "batch/v1",
-        "coordination.k8s.io/v1",
-        "discovery.k8s.io/v1",
-        "events.k8s.io/v1",
-        "networking.k8s.io/v1",
-        "policy/v1",
-        "rbac.authorization.k8s.io/v1",
-        "scheduling.k8s.io/v1",
-        "storage.k8s.io/v1",
-        "authentication.k8s.io/v1",
-        "authorization.k8s.io/v1",
-        "apiextensions.k8s.io/v1",
-        "k3s.cattle.io/v1",
-    } <= versions
+    assert set(kubectl("api-versions").split()) >= SERVED_GROUP_VERSIONS
 
 
 def test_api_resources_over_legacy_discovery(kubectl: Kubectl120, tmp_path: Path) -> None:
@@ -454,17 +402,17 @@ def test_get_watch(kubectl: Kubectl120, tmp_path: Path) -> None:
     header, row = table("\n".join(watch.next(2)))
     assert header == ["NAME", "DATA", "AGE"] and row[:2] == ["watched", "1"]
     kubectl("patch", "configmap", "watched", "--type=merge", "-p", '{"data":{"b":"2"}}')
-    seen = _lines_until(watch, lambda line: line.split()[:2] == ["watched", "2"])
+    seen = lines_until(watch, lambda line: line.split()[:2] == ["watched", "2"])
     assert len(seen) >= 3
 
     events = kubectl.background("get", "configmaps", "--watch", "--output-watch-events", "-l", "w=1")
     setup(kubectl, write(tmp_path / "second.yaml", configmap("second", {"w": "1"}, a="1")))
-    seen = _lines_until(events, lambda line: line.split()[:2] == ["ADDED", "second"])
+    seen = lines_until(events, lambda line: line.split()[:2] == ["ADDED", "second"])
     assert seen[0].split()[:3] == ["EVENT", "NAME", "DATA"]
     kubectl("label", "configmap", "second", "x=y")
-    _lines_until(events, lambda line: line.split()[:2] == ["MODIFIED", "second"])
+    lines_until(events, lambda line: line.split()[:2] == ["MODIFIED", "second"])
     kubectl("delete", "configmap", "second")
-    _lines_until(events, lambda line: line.split()[:2] == ["DELETED", "second"])
+    lines_until(events, lambda line: line.split()[:2] == ["DELETED", "second"])
 
 
 # -- label, annotate, patch, scale, delete -----------------------------------------------------------
@@ -578,14 +526,7 @@ def test_auth_can_i(cluster: Cluster, kubectl: Kubectl120, tmp_path: Path) -> No
     assert ["*.*", "[]", "[]", "[*]"] in rules  # system:masters may do anything
 
     user = f"viewer-{unique()}"
-    binding = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "RoleBinding",
-        "metadata": {"name": "viewer"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
-    }
-    setup(kubectl, write(tmp_path / "rb.yaml", binding))
+    setup(kubectl, write(tmp_path / "rb.yaml", view_binding(user)))
     viewer = kubectl.as_user(
         cluster.write_kubeconfig(tmp_path / "user.kubeconfig", cluster.issue_user(user)),
         cache_dir=tmp_path / "user-cache",

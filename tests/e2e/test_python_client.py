@@ -311,8 +311,17 @@ def test_crud(client: k8s.ApiClient, namespace: str, resource: str) -> None:
     assert read.metadata.uid == created.metadata.uid
     kind.check(read)
 
-    read.metadata.labels = {**(read.metadata.labels or {}), "e2e": "replaced"}
-    replaced = kind.call(client, "replace", namespace, name, read)
+    # Controllers may write the object meanwhile (nodeipam gives a node its podCIDR): on a conflict,
+    # re-read and replace again, as client-go's RetryOnConflict does.
+    for attempt in range(5):
+        read.metadata.labels = {**(read.metadata.labels or {}), "e2e": "replaced"}
+        try:
+            replaced = kind.call(client, "replace", namespace, name, read)
+            break
+        except ApiException as exc:
+            if exc.status != 409 or attempt == 4:
+                raise
+            read = kind.call(client, "read", namespace, name)
     assert replaced.metadata.labels["e2e"] == "replaced"
     assert int(replaced.metadata.resource_version) > int(created.metadata.resource_version)
 

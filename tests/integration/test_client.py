@@ -238,6 +238,27 @@ async def test_watch_with_initial_events_ends_them_with_a_bookmark(client: api.A
     assert kinds[-1] == "BOOKMARK" and "ADDED" in kinds
 
 
+async def test_a_small_pool_serves_many_concurrent_requests_and_a_closed_watch_ends(cluster: Cluster) -> None:
+    cfg = config.load_kubeconfig(cluster.kubeconfig())
+    async with api.ApiClient(cfg, max_connections=3) as client:
+        await client.create(CM, configmap("shared", v="1"))
+        stream = client.watch(CM, namespace=NS)  # holds one of the three connections while open
+        await stream.open()
+        got = await asyncio.gather(*(client.get(CM, "shared", namespace=NS) for _ in range(40)))
+        assert {g["data"]["v"] for g in got} == {"1"}
+
+        async def read() -> list[str]:
+            return [kind async for kind, _ in stream]
+
+        reader = asyncio.create_task(read(), name="watch reader")
+        await client.patch(CM, "shared", {"data": {"v": "2"}}, namespace=NS)
+        await eventually(lambda: stream.resource_version != "")
+        await stream.aclose()  # from this task while the reader waits: it ends without an error
+        kinds = await asyncio.wait_for(reader, 10)
+        assert set(kinds) <= {"ADDED", "MODIFIED"}
+        assert (await client.get(CM, "shared", namespace=NS))["data"]["v"] == "2"
+
+
 # -- informers ---------------------------------------------------------------------------------
 
 

@@ -15,16 +15,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import functools
 import time
 import types
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from services.apiserver import app as app_
-from services.apiserver import server, settings, tls
 from services.client import api, clock, errors, events, informer, resources
 from services.controllers import (
     addons,
@@ -39,9 +38,8 @@ from services.controllers import (
     resourcequota,
     statefulset,
 )
-from services.kine import endpoint
-from services.kine import settings as kine_settings
-from supervisor import pki
+from tests.integration import cluster as shared
+from tests.integration.cluster import Cluster
 
 PODS, NODES, LEASES = resources.PODS, resources.NODES, resources.LEASES
 NS = "default"
@@ -51,64 +49,13 @@ OUTCOME = "test/outcome"
 # -- the cluster -------------------------------------------------------------------------------
 
 
-class Cluster:
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.backend: Any = None
-        self.server: server.ApiServer | None = None
-
-    async def start(self) -> None:
-        self.backend = await endpoint.open_backend(
-            kine_settings.KineSettings(data_dir=self.data_dir, datastore_endpoint="memory://")
-        )
-        await self.backend.start()
-        options = settings.ApiServerSettings(
-            data_dir=self.data_dir, bind_address="127.0.0.1", https_listen_port=0
-        )
-        self.server = server.ApiServer(options, backend=self.backend)
-        await self.server.start()
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            await self.server.stop()
-        if self.backend is not None:
-            await self.backend.stop()
-
-    def client(self, user: str, groups: tuple[str, ...] = ()) -> api.ApiClient:
-        assert self.server is not None and self.server.api is not None
-        made = self.server.api
-        app = app_.ApiApp(made, authenticator=made.authenticator, authorizer=made.authorizer,
-                          credentials=tls.credentials_from_scope, server_address=f"127.0.0.1:{self.server.port}")  # fmt: skip
-        return api.ApiClient(app=app, user=user, groups=groups)
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("controllers-more")
-    pki.ensure(path)
-    return path
-
-
-@pytest.fixture
-async def cluster(data_dir: Path) -> AsyncIterator[Cluster]:
-    made = Cluster(data_dir)
-    try:
-        await made.start()
-        yield made
-    finally:
-        await made.stop()
-
-
-@pytest.fixture
-async def admin(cluster: Cluster) -> AsyncIterator[api.ApiClient]:
-    async with cluster.client("system:admin", ("system:masters",)) as client:
-        yield client
+data_dir, cluster, admin = shared.fixtures("controllers-more", inprocess_admin=True)
 
 
 @contextlib.asynccontextmanager
 async def controllers(cluster: Cluster, *made: Any, **settings_: Any) -> AsyncIterator[api.ApiClient]:
     """Run ``made`` as the controller manager would: shared informers, one context, ``run``."""
-    client = cluster.client("system:kube-controller-manager")
+    client = cluster.inprocess_client("system:kube-controller-manager")
     factory = informer.InformerFactory(client)
     recorder = events.EventRecorder(client, component="k3s-controllers")
     options = {"node_monitor_grace_period": 50.0, "node_startup_grace_period": 60.0, "event_ttl": 3600.0,
@@ -130,14 +77,7 @@ async def controllers(cluster: Cluster, *made: Any, **settings_: Any) -> AsyncIt
         await client.aclose()
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], *, within: float = 15.0, what: str = "") -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        result = await check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"not in time: {what or check}"
-        await asyncio.sleep(0.05)
+eventually = functools.partial(shared.eventually, within=15.0)
 
 
 # -- a fake kubelet ----------------------------------------------------------------------------

@@ -14,71 +14,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from services.apiserver import app as app_
-from services.apiserver import server, tls
-from services.apiserver import settings as apiserver_settings
-from services.client import api, config, errors, informer, resources, store, workqueue
+from services.client import api, errors, informer, resources, store, workqueue
 from services.controllers import component, deployment, podutil
 from services.controllers import settings as settings_
-from services.kine import endpoint
-from services.kine import settings as kine_settings
 from services.machinery import tasks
-from supervisor import kubeconfig, pki
+from supervisor import kubeconfig
+from tests.integration.cluster import Cluster, eventually, fixtures
 
 NS = "default"
 NODES = ("node-a", "node-b")
 MINE = ["deployment", "replicaset", "replicationcontroller", "garbagecollector", "namespace",
         "serviceaccount", "endpoints", "endpointslice", "nodeipam"]  # fmt: skip
 KUBECTL = Path(sys.executable).parent / "kubectl"
-
-
-class Cluster:
-    """An API server on the in-memory store, with the component kubeconfigs written."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.backend: Any = None
-        self.server: server.ApiServer | None = None
-
-    async def start(self) -> None:
-        self.backend = await endpoint.open_backend(
-            kine_settings.KineSettings(data_dir=self.data_dir, datastore_endpoint="memory://")
-        )
-        await self.backend.start()
-        options = apiserver_settings.ApiServerSettings(
-            data_dir=self.data_dir, bind_address="127.0.0.1", https_listen_port=0
-        )
-        self.server = server.ApiServer(options, backend=self.backend)
-        await self.server.start()
-        kubeconfig.write_components(self.data_dir, port=self.server.port)
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            await self.server.stop()
-        if self.backend is not None:
-            await self.backend.stop()
-
-    def kubeconfig(self, component_name: str) -> Path:
-        return kubeconfig.component_path(self.data_dir, component_name)
-
-    def inprocess_client(self, user: str, groups: tuple[str, ...] = ()) -> api.ApiClient:
-        assert self.server is not None and self.server.api is not None
-        made = self.server.api
-        app = app_.ApiApp(
-            made, authenticator=made.authenticator, authorizer=made.authorizer,
-            credentials=tls.credentials_from_scope, server_address=f"127.0.0.1:{self.server.port}",
-        )  # fmt: skip
-        return api.ApiClient(app=app, user=user, groups=groups)
 
 
 class FakeKubelet:
@@ -177,27 +134,7 @@ class FakeKubelet:
 # -- fixtures ------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("controllers-cluster")
-    pki.ensure(path)
-    return path
-
-
-@pytest.fixture
-async def cluster(data_dir: Path) -> AsyncIterator[Cluster]:
-    made = Cluster(data_dir)
-    try:
-        await made.start()
-        yield made
-    finally:
-        await made.stop()
-
-
-@pytest.fixture
-async def admin(cluster: Cluster) -> AsyncIterator[api.ApiClient]:
-    async with api.ApiClient(config.load_kubeconfig(cluster.kubeconfig("admin"))) as client:
-        yield client
+data_dir, cluster, admin = fixtures("controllers-cluster")
 
 
 @pytest.fixture
@@ -237,19 +174,8 @@ async def manager(cluster: Cluster, kubelet: FakeKubelet) -> AsyncIterator[compo
 # -- helpers -------------------------------------------------------------------------------------
 
 
-async def until(check: Callable[[], Awaitable[Any]], *, within: float = 20.0, what: str = "") -> Any:
-    deadline = time.monotonic() + within
-    last: Any = None
-    while True:
-        try:
-            last = await check()
-        except errors.ApiError as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        assert time.monotonic() < deadline, f"{what or 'condition'} not met in {within}s (last: {last!r})"
-        await asyncio.sleep(0.05)
+# An ApiError (an object not there yet) counts as "not yet".
+until = functools.partial(eventually, within=20.0, ignore=(errors.ApiError,))
 
 
 def a_deployment(name: str, *, replicas: int = 3, image: str = "nginx:1.25", **spec: Any) -> dict[str, Any]:

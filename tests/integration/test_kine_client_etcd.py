@@ -482,3 +482,23 @@ def test_address_forms() -> None:
             client.parse_address(bad)
     with pytest.raises(ValueError, match="plain-text"):
         client.parse_address("http://a:1", tls=client.TlsFiles())
+
+
+# -- the API server's compactor (kine compacts itself; a real etcd needs kube-apiserver's) --------------
+
+
+async def test_the_compactor_compacts_one_round_behind_and_once_per_round(kv: client.GrpcBackend, prefix: bytes) -> None:
+    from services.apiserver import compactor
+
+    existing = (await kv.range(compactor.KEY)).kvs
+    version = existing[0].version if existing else 0
+    await kv.put(prefix + b"a", b"1")
+    version, first = await compactor.compact_once(kv, version=version, previous=0)
+    lost_version, _ = await compactor.compact_once(kv, version=version - 1, previous=first)  # a late server
+    assert lost_version == version  # it only learned the version: no compaction by it
+    await kv.put(prefix + b"a", b"2")
+    version, second = await compactor.compact_once(kv, version=version, previous=first)
+    assert second > first
+    assert await kv.compact_revision() == first
+    with pytest.raises(t.CompactedError):
+        await kv.range(prefix + b"a", revision=first - 1)

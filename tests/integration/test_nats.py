@@ -224,11 +224,16 @@ def server_flags(tmp_path: Path) -> tuple[str, ...]:
 
 async def test_start_runs_nats_then_kine_and_stops_them_in_reverse(tmp_path: Path) -> None:
     async with supervisor("start", "-d", str(tmp_path), *server_flags(tmp_path)) as child:
-        lines = await read_until(child, lambda line: "all 3 children ready" in line)
+        lines = await read_until(child, lambda line: "all 6 children ready" in line)
         code, rest = await stop(child)
     output = "".join(lines) + rest
     assert output.index("nats ready") < output.index("kine started")
     assert output.index("kine ready") < output.index("apiserver started")
+    assert output.index("apiserver ready") < output.index("scheduler started")
+    assert output.index("scheduler ready") < output.index("controllers started")
+    assert output.index("controllers ready") < output.index("agent started")
+    assert output.index("agent stopped (pid") < output.index("controllers stopped (pid")
+    assert output.index("scheduler stopped (pid") < output.index("apiserver stopped (pid")
     assert output.index("apiserver stopped (pid") < output.index("kine stopped (pid")
     assert output.index("kine stopped (pid") < output.index("nats stopped (pid")
     assert password_of(tmp_path) not in output
@@ -266,7 +271,7 @@ async def test_bus_over_an_external_nats(system_nats: str) -> None:
 
 async def test_start_with_nats_url_uses_it_and_runs_no_nats(system_nats: str, tmp_path: Path) -> None:
     async with supervisor("start", "-d", str(tmp_path), "--nats-url", system_nats, *server_flags(tmp_path)) as child:
-        lines = await read_until(child, lambda line: "all 2 children ready" in line)
+        lines = await read_until(child, lambda line: "all 5 children ready" in line)
         code, rest = await stop(child)
     output = "".join(lines) + rest
     assert "nats started" not in output

@@ -13,94 +13,24 @@ does it, by deleting with a grace period of 0.
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+import functools
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
-from services.apiserver import app as app_
-from services.apiserver import server, tls
-from services.apiserver import settings as apiserver_settings
-from services.client import api, config, errors, resources
-from services.kine import endpoint
-from services.kine import settings as kine_settings
+from services.client import api, errors, resources
 from services.scheduler import component
 from services.scheduler import settings as settings_
-from supervisor import kubeconfig, pki
+from tests.integration.cluster import Cluster, eventually, fixtures
 
 NS = "default"
 PODS, NODES = resources.PODS, resources.NODES
 CONTROL_PLANE_TAINT = {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}
 
 
-class Cluster:
-    """An API server on the in-memory store, with the component kubeconfigs written."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.backend: Any = None
-        self.server: server.ApiServer | None = None
-
-    async def start(self) -> None:
-        self.backend = await endpoint.open_backend(
-            kine_settings.KineSettings(data_dir=self.data_dir, datastore_endpoint="memory://")
-        )
-        await self.backend.start()
-        options = apiserver_settings.ApiServerSettings(
-            data_dir=self.data_dir, bind_address="127.0.0.1", https_listen_port=0
-        )
-        self.server = server.ApiServer(options, backend=self.backend)
-        await self.server.start()
-        kubeconfig.write_components(self.data_dir, port=self.server.port)
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            await self.server.stop()
-        if self.backend is not None:
-            await self.backend.stop()
-
-    def kubeconfig(self, component_name: str) -> Path:
-        return kubeconfig.component_path(self.data_dir, component_name)
-
-    def client(self, shape: str = "https", component_name: str = "admin") -> api.ApiClient:
-        if shape == "https":
-            return api.ApiClient(config.load_kubeconfig(self.kubeconfig(component_name)))
-        users = {"admin": ("system:admin", ("system:masters",)), "scheduler": ("system:kube-scheduler", ())}
-        user, groups = users[component_name]
-        assert self.server is not None and self.server.api is not None
-        made = self.server.api
-        app = app_.ApiApp(
-            made, authenticator=made.authenticator, authorizer=made.authorizer,
-            credentials=tls.credentials_from_scope, server_address=f"127.0.0.1:{self.server.port}",
-        )  # fmt: skip
-        return api.ApiClient(app=app, user=user, groups=groups)
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("scheduler-cluster")
-    pki.ensure(path)
-    return path
-
-
-@pytest.fixture
-async def cluster(data_dir: Path) -> AsyncIterator[Cluster]:
-    made = Cluster(data_dir)
-    try:
-        await made.start()
-        yield made
-    finally:
-        await made.stop()
-
-
-@pytest.fixture
-async def admin(cluster: Cluster) -> AsyncIterator[api.ApiClient]:
-    async with cluster.client() as client:
-        yield client
+data_dir, cluster, admin = fixtures("scheduler-cluster")
 
 
 def fast_settings(cluster: Cluster, **overrides: Any) -> settings_.SchedulerSettings:
@@ -116,7 +46,7 @@ def fast_settings(cluster: Cluster, **overrides: Any) -> settings_.SchedulerSett
 
 
 async def start_scheduler(cluster: Cluster, shape: str = "https", **overrides: Any) -> component.Scheduler:
-    client = None if shape == "https" else cluster.client("inprocess", "scheduler")
+    client = None if shape == "https" else cluster.inprocess_client("system:kube-scheduler")
     scheduler = component.Scheduler(fast_settings(cluster, **overrides), api=client)
     await scheduler.start()
     return scheduler
@@ -191,14 +121,7 @@ async def add_node(admin: api.ApiClient, obj: dict[str, Any]) -> None:
         await admin.update_status(NODES, created)
 
 
-async def until(condition: Callable[[], Awaitable[Any]], *, within: float = 10.0, what: str = "") -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        got = await condition()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"not in time: {what}"
-        await asyncio.sleep(0.05)
+until = functools.partial(eventually, within=10.0)
 
 
 async def bound_node(admin: api.ApiClient, name: str, *, within: float = 10.0) -> str:

@@ -136,13 +136,13 @@ def test_drop_in_files_merge_in_name_order(tmp_path: Path) -> None:
 
 
 def test_k3s_options_we_lack_warn_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    conf = write(tmp_path / "config.yaml", "kube-apiserver-arg: [a=b]\nnode-label+: [a=b]\n")
+    conf = write(tmp_path / "config.yaml", "kube-apiserver-arg: [a=b]\nflannel-backend: none\n")
     write(tmp_path / "config.yaml.d" / "10.yaml", "kube-apiserver-arg: [c=d]\n")
     with caplog.at_level(logging.WARNING, logger="supervisor.config"):
         load("start", "-c", str(conf))
     warnings = [r.getMessage() for r in caplog.records]
     assert sum("kube-apiserver-arg" in w for w in warnings) == 1
-    assert sum("node-label" in w for w in warnings) == 1
+    assert sum("flannel-backend" in w for w in warnings) == 1
 
 
 def test_unknown_config_keys_are_errors(tmp_path: Path) -> None:
@@ -258,3 +258,54 @@ def test_prepare_data_dir_under_a_file_fails_in_one_line(tmp_path: Path) -> None
     blocker = write(tmp_path / "file", "")
     with pytest.raises(config.ConfigError, match="cannot create data dir .*Not a directory"):
         config.prepare_data_dir(blocker / "k3s")
+
+
+# -- scheduler, controllers, agent --------------------------------------------------------------------
+
+
+def test_component_groups_follow_the_data_dir_and_cluster_flags() -> None:
+    settings = load("start", "-d", "/srv/k3s", "--cluster-cidr", "10.50.0.0/16", "--node-name", "edge-1")
+    assert settings.scheduler.kubeconfig == Path("/srv/k3s/server/cred/scheduler.kubeconfig")
+    assert settings.controllers.kubeconfig == Path("/srv/k3s/server/cred/controller.kubeconfig")
+    assert settings.controllers.data_dir == Path("/srv/k3s")
+    assert settings.controllers.cluster_cidr == "10.50.0.0/16"
+    assert settings.agent.node_name == "edge-1" and settings.agent.data_dir == Path("/srv/k3s")
+
+
+def test_component_args_set_their_fields() -> None:
+    settings = load(
+        "start", "--kube-controller-manager-arg", "node-monitor-grace-period=20s",
+        "--kube-controller-manager-arg=--controllers=*,-nodeipam", "--kube-scheduler-arg", "leader-elect=false",
+    )  # fmt: skip
+    assert settings.controllers.node_monitor_grace_period == 20.0
+    assert settings.controllers.controllers == ["*", "-nodeipam"]
+    assert settings.scheduler.leader_elect is False
+
+
+def test_an_unsupported_component_arg_names_the_supported_ones() -> None:
+    with pytest.raises(config.ConfigError, match="'horizontal-pod-autoscaler-sync-period' is not supported"):
+        load("start", "--kube-controller-manager-arg", "horizontal-pod-autoscaler-sync-period=5s")
+
+
+def test_disable_takes_repeated_and_comma_separated_names(tmp_path: Path) -> None:
+    assert load("start", "--disable", "traefik,servicelb", "--disable", "local-storage").controllers.disabled_addons == [
+        "traefik", "servicelb", "local-storage",
+    ]  # fmt: skip
+    file = write(tmp_path / "config.yaml", "disable:\n  - traefik\n  - metrics-server\n")
+    settings = config.load({}, environ={"K3S_CONFIG_FILE": str(file)}, is_root=True)
+    assert settings.controllers.disabled_addons == ["traefik", "metrics-server"]
+
+
+def test_agent_flags(tmp_path: Path) -> None:
+    settings = load(
+        "run", "agent", "--server", "https://10.0.0.1:6443", "--token", "K10abc::node:secret",
+        "--node-label", "zone=a,tier=web", "--node-taint", "dedicated=gpu:NoSchedule", "--virtual-nodes", "5",
+    )  # fmt: skip
+    agent = settings.agent
+    assert agent.server == "https://10.0.0.1:6443"
+    assert agent.token is not None and agent.token.get_secret_value() == "K10abc::node:secret"
+    assert agent.node_labels == {"zone": "a", "tier": "web"}
+    assert agent.node_taints == ["dedicated=gpu:NoSchedule"]
+    assert (agent.virtual_nodes, agent.runtime) == (5, "virtual")
+    with pytest.raises(config.ConfigError, match="node-label: expected KEY=VALUE"):
+        load("run", "agent", "--node-label", "novalue")

@@ -98,6 +98,34 @@ async def test_scopes_select_pods(env: Env) -> None:
     assert (await env.sync())["used"]["pods"] == "1"
 
 
+async def test_scoped_quotas_count_only_matching_pods(env: Env) -> None:
+    selector = {"matchExpressions": [{"scopeName": "PriorityClass", "operator": "In", "values": ["high"]}]}
+    await env.api.create(QUOTAS, quota({"pods": "5", "requests.cpu": "4", "count/pods": "5", "configmaps": "5"},
+                                       scopes=["NotBestEffort"], scopeSelector=selector))  # fmt: skip
+    high = pod("a", cpu="1")
+    high["spec"]["priorityClassName"] = "high"
+    best_effort = pod("b")
+    best_effort["spec"]["priorityClassName"] = "high"
+    await env.api.create(PODS, high)
+    await env.api.create(PODS, best_effort)
+    await env.api.create(PODS, pod("c", cpu="2"))  # no class
+    await env.api.create(resources.CONFIGMAPS, {"metadata": {"name": "cm", "namespace": "default"}})
+    await env.factory.start()
+    await env.sync()
+    used = (await env.sync())["used"]
+    # configmaps match no scope: a scoped quota tracks pods only, as upstream's object-count evaluators
+    assert used == {"pods": "1", "count/pods": "1", "requests.cpu": "1", "configmaps": "0"}
+
+
+async def test_best_effort_scope_counts_pods_without_requests(env: Env) -> None:
+    await env.api.create(QUOTAS, quota({"pods": "5"}, scopes=["BestEffort"]))
+    await env.api.create(PODS, pod("a"))
+    await env.api.create(PODS, pod("b", init_cpu="1"))  # an init container's request makes it burstable
+    await env.api.create(PODS, pod("c", limit_cpu="1"))
+    await env.factory.start()
+    assert (await env.sync())["used"]["pods"] == "1"
+
+
 async def test_services_and_claims(env: Env) -> None:
     hard = {"services": "5", "services.nodeports": "5", "services.loadbalancers": "1", "persistentvolumeclaims": "5",
             "requests.storage": "10Gi", "fast.storageclass.storage.k8s.io/requests.storage": "5Gi"}  # fmt: skip

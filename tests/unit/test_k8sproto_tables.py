@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-schema = pytest.importorskip("services.machinery.k8sproto.schema")
+from services.machinery.k8sproto import schema
 
 GROUP_MODULES = (
     "apps_v1",

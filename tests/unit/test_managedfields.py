@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import orjson
 import pytest
 
 from services.machinery import errors, managedfields, patch
@@ -281,6 +282,57 @@ def test_record_update_on_create_and_status_subresource() -> None:
             "f:replicas": {},
         }
     }
+
+
+POD = patch.patch_meta_for("", "Pod")
+CREATED = [
+    {
+        "metadata": {
+            "name": "p",
+            "labels": {"b": "1", "a": None},
+            "finalizers": ["x", "x", "a"],
+            "annotations": {},
+        },
+        "spec": {
+            "containers": [
+                {
+                    "name": "web",
+                    "image": "nginx",
+                    "ports": [{"containerPort": 80}, {"containerPort": 81, "name": "m"}],
+                },
+                {"name": "side", "env": [{"name": "E", "value": "v"}, "odd"], "resources": {}},
+            ],
+            "nodeSelector": {"z": "1", "a": "2"},
+        },
+        "status": {"phase": "Pending"},
+    },
+    {
+        "metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "c", "image": "a"}, {"name": "c", "args": ["x"]}]},
+    },
+    {"metadata": {"uid": "u"}, "spec": {"containers": []}},
+    {"metadata": {}, "spec": None},
+]
+
+
+@pytest.mark.parametrize("obj", CREATED)
+@pytest.mark.parametrize("ignored", [(), ("status",)])
+def test_record_update_on_create_matches_an_update_from_nothing(
+    obj: dict[str, Any], ignored: tuple[str, ...]
+) -> None:
+    """A create's shortcut owns exactly what an update from an object with no fields would."""
+    created = {"apiVersion": "v1", "kind": "Pod", **copy.deepcopy(obj)}
+    updated = copy.deepcopy(created)
+    options: dict[str, Any] = {
+        "manager": "m",
+        "api_version": "v1",
+        "now": T0,
+        "schema": POD,
+        "ignored_fields": ignored,
+    }
+    managedfields.record_update(None, created, **options)
+    managedfields.record_update({"metadata": {"name": "p"}}, updated, **options)
+    assert orjson.dumps(created) == orjson.dumps(updated)  # key order too: FieldsV1 keys sorted, "." first
 
 
 def test_record_update_removal_and_reset() -> None:

@@ -292,8 +292,15 @@ def test_start_runs_nats_then_kine_with_secrets_kept_off_the_command_line(
 ) -> None:
     monkeypatch.setenv("K3S_TOKEN", "do-not-leak")
     endpoint = "postgres://kine:hunter2@db:5432/k3s"
-    nats_spec, kine_spec, api_spec = cli.server_children(server_settings(tmp_path, "--datastore-endpoint", endpoint))
-    assert (nats_spec.name, kine_spec.name, api_spec.name) == ("nats", "kine", "apiserver")
+    children = cli.server_children(server_settings(tmp_path, "--datastore-endpoint", endpoint))
+    assert [c.name for c in children] == ["nats", "kine", "apiserver", "scheduler", "controllers", "agent"]
+    nats_spec, kine_spec, api_spec, scheduler_spec, controllers_spec, agent_spec = children
+    for spec in (scheduler_spec, controllers_spec, agent_spec):
+        assert spec.env is not None and "K3S_TOKEN" not in spec.env
+        assert not any("hunter2" in arg or "do-not-leak" in arg for arg in spec.argv)
+    assert "--server-node" in agent_spec.argv
+    health = scheduler_spec.argv[scheduler_spec.argv.index("--scheduler-health-address") + 1]
+    assert health.startswith("127.0.0.1:") and int(health.rpartition(":")[2]) > 0
     assert api_spec.argv[1:5] == ["-m", "supervisor", "run", "apiserver"]
     assert api_spec.env is not None and "K3S_TOKEN" not in api_spec.env
     assert not any("hunter2" in arg for arg in api_spec.argv)
@@ -312,9 +319,16 @@ def test_start_runs_nats_then_kine_with_secrets_kept_off_the_command_line(
     assert "K3S_TOKEN" not in kine_spec.env and "K3S_TOKEN" not in nats_spec.env
 
 
+def test_disabled_components_are_not_started(tmp_path: Path) -> None:
+    settings = server_settings(tmp_path, "--disable-scheduler", "--disable-controller-manager", "--disable-agent")
+    assert [c.name for c in cli.server_children(settings)] == ["nats", "kine", "apiserver"]
+
+
 def test_start_with_an_external_nats_runs_no_nats(tmp_path: Path) -> None:
-    kine_spec, api_spec = cli.server_children(server_settings(tmp_path, "--nats-url", "nats://127.0.0.1:4222"))
-    assert (kine_spec.name, api_spec.name) == ("kine", "apiserver")
+    children = cli.server_children(server_settings(tmp_path, "--nats-url", "nats://127.0.0.1:4222"))
+    kine_spec, api_spec = children[:2]
+    assert [c.name for c in children] == ["kine", "apiserver", "scheduler", "controllers", "agent"]
+    assert api_spec.env is not None and api_spec.env["K3S_NATS_URL"] == "nats://127.0.0.1:4222"
     assert kine_spec.env is not None and kine_spec.env["K3S_NATS_URL"] == "nats://127.0.0.1:4222"
 
 

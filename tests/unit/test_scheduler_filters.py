@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from services.scheduler import cache, filters, podinfo, quantity, types
+from services.machinery import quantity
+from services.scheduler import cache, filters, podinfo, types
 
 READY = [{"type": "Ready", "status": "True"}]
 

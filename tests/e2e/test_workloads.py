@@ -1,0 +1,487 @@
+"""Workloads end to end: the scheduler and controllers under the supervisor, driven by real kubectl.
+
+Each profile (``server``: one process per component; ``edge``: everything in one process) gets a
+cluster of its own, started with ``k3s-supervisor start`` and a shortened node grace period, plus a
+node agent in virtual mode (``k3s-supervisor run agent --virtual-nodes 3``, with the admin's
+kubeconfig): three Ready nodes whose pods are reported Running without executing anything, and
+whose run-to-completion pods (restartPolicy Never/OnFailure) succeed at once, as kwok's do.
+
+What is checked is what a user sees through kubectl: rollouts finish (``rollout status``), image
+changes keep ``maxUnavailable`` at every step, undo and scaling work, deletion cascades, Jobs
+complete, DaemonSets cover every node, StatefulSets create in order, silent nodes turn NotReady and
+lose their pods, namespaces empty out, placements follow requests, taints and affinity, manifests
+in ``server/manifests`` are applied, changed and removed with ``--disable``, and a rollout survives
+the controllers process being killed. Waits use kubectl's ``--timeout`` or a polling deadline;
+nothing asserts how fast anything is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from tests.e2e import conftest as e2e
+
+if TYPE_CHECKING:
+    from tests.e2e.apiserver_fixtures import Cluster, Kubectl
+
+pytest_plugins = ["tests.e2e.apiserver_fixtures"]
+
+
+class _Fixtures:
+    """``tests.e2e.apiserver_fixtures``, imported on first use: pytest must load it as a plugin first
+    (to rewrite its asserts), which it does after importing this module."""
+
+    def __getattr__(self, name: str) -> Any:
+        from tests.e2e import apiserver_fixtures
+
+        return getattr(apiserver_fixtures, name)
+
+
+fixtures = _Fixtures()
+
+GRACE = "6s"  # node-monitor-grace-period of these clusters (50 s by default)
+VIRTUAL_NODES = 3
+
+
+wait_for = e2e.wait_for
+
+
+# -- clusters with nodes ---------------------------------------------------------------------------------
+
+
+class VirtualAgent:
+    """``k3s-supervisor run agent --virtual-nodes N`` joined to ``cluster`` with its token."""
+
+    def __init__(
+        self, cluster: Cluster, base: Path, *, count: int = VIRTUAL_NODES, name: str = "virt"
+    ) -> None:
+        self.cluster = cluster
+        self.base = base
+        self.count = count
+        self.name = name
+        self.log_path = base / f"agent-{name}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "supervisor", "run", "agent", "--config", "",
+            "--data-dir", str(self.base / f"agent-{self.name}"),
+            # Virtual nodes act for many nodes, which one node certificate may not: the admin's kubeconfig.
+            "--agent-kubeconfig", str(self.cluster.kubeconfig),
+            "--node-name", self.name,
+            "--virtual-nodes", str(self.count),
+            # Renewals every 2 s: well inside the shortened grace period, or nodes would flap.
+            "--kubelet-arg", "node-lease-duration-seconds=8",
+        ]  # fmt: skip
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                env=e2e.child_env(), start_new_session=True,
+            )  # fmt: skip
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(fixtures.STOP_DEADLINE)
+            except subprocess.TimeoutExpired:
+                pass
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        print(f"--- virtual agent {self.name} log ---\n{self.log_path.read_text(errors='replace')[-10_000:]}")
+
+
+def _cluster(kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, VirtualAgent]]:
+    base = tmp_path_factory.mktemp(f"workloads-{kind}")
+    # The server's own node is left out (--disable-agent): pods land on the virtual nodes only.
+    args = ("--disable-agent", "--kube-controller-manager-arg", f"node-monitor-grace-period={GRACE}")
+    with fixtures.running_cluster(kind, base, extra_args=args) as cluster:
+        agent = VirtualAgent(cluster, base)
+        agent.start()
+        try:
+            ctl = fixtures.Kubectl(kubeconfig=cluster.kubeconfig, cache_dir=base / "kubectl-cache")
+            wait_for(f"{VIRTUAL_NODES} Ready nodes", lambda: len(ready_nodes(ctl)) >= VIRTUAL_NODES)
+            yield cluster, agent
+        finally:
+            agent.stop()
+
+
+@pytest.fixture(scope="module", params=["server", "edge"])
+def workload_cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Cluster, VirtualAgent]]:
+    yield from _cluster(request.param, tmp_path_factory)
+
+
+@pytest.fixture
+def ctl(workload_cluster: tuple[Cluster, VirtualAgent], tmp_path: Path) -> Iterator[Kubectl]:
+    cluster, _ = workload_cluster
+    namespace = f"wl-{fixtures.random_suffix()}"
+    made = fixtures.Kubectl(kubeconfig=cluster.kubeconfig, cache_dir=tmp_path / "kubectl-cache")
+    made("create", "namespace", namespace)
+    made.namespace = namespace
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+def get_json(ctl: Kubectl, *args: str) -> Any:
+    return json.loads(ctl("get", *args, "-o", "json"))
+
+
+def ready_nodes(ctl: Kubectl) -> list[str]:
+    nodes = json.loads(ctl.run("get", "nodes", "-o", "json").stdout or '{"items": []}')["items"]
+    return [
+        n["metadata"]["name"]
+        for n in nodes
+        if any(
+            c["type"] == "Ready" and c["status"] == "True" for c in n.get("status", {}).get("conditions", [])
+        )
+    ]
+
+
+def pods(ctl: Kubectl, selector: str = "") -> list[dict[str, Any]]:
+    args = ["pods", *(["-l", selector] if selector else [])]
+    return get_json(ctl, *args)["items"]
+
+
+def virtual_nodes(ctl: Kubectl) -> list[str]:
+    return sorted(n for n in ready_nodes(ctl) if n.startswith("virt"))
+
+
+# -- deployments ---------------------------------------------------------------------------------------------
+
+
+class AvailabilityWatch:
+    """The lowest ``status.availableReplicas`` a deployment reports while it rolls (a thread reading
+    ``kubectl get -w``), to check that no step took more than ``maxUnavailable`` pods away."""
+
+    def __init__(self, ctl: Kubectl, name: str) -> None:
+        self.lines = ctl.background("get", "deployment", name, "-w", "-o", "json", "--output-watch-events")
+        self.lowest: int | None = None
+        self.generation = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        buffer = ""
+        while not self._stop.is_set():
+            for line in self.lines.poll(0.2):
+                buffer += line + "\n"
+                with contextlib.suppress(json.JSONDecodeError):
+                    event = json.loads(buffer)
+                    buffer = ""
+                    self._observe(event.get("object") or {})
+
+    def _observe(self, deployment: dict[str, Any]) -> None:
+        if deployment.get("metadata", {}).get("generation", 0) < self.generation:
+            return
+        available = deployment.get("status", {}).get("availableReplicas", 0)
+        self.lowest = available if self.lowest is None else min(self.lowest, available)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def test_deployment_lifecycle(ctl: Kubectl) -> None:
+    ctl("create", "deployment", "web", "--image=registry.k8s.io/pause:3.9", "--replicas=4")
+    ctl("rollout", "status", "deployment/web", "--timeout=90s")
+    replica_sets = get_json(ctl, "replicasets", "-l", "app=web")["items"]
+    assert len(replica_sets) == 1
+    running = pods(ctl, "app=web")
+    assert len(running) == 4
+    assert all(p["spec"].get("nodeName", "").startswith("virt") for p in running)
+    assert all(p["status"]["phase"] == "Running" for p in running)
+    assert {ref["kind"] for p in running for ref in p["metadata"]["ownerReferences"]} == {"ReplicaSet"}
+
+    # maxUnavailable 25% of 4 = 1: at least 3 available at every step of the rollout.
+    ctl(
+        "patch",
+        "deployment",
+        "web",
+        "-p",
+        '{"spec":{"strategy":{"rollingUpdate":{"maxUnavailable":1,"maxSurge":1}}}}',
+    )
+    watch = AvailabilityWatch(ctl, "web")
+    try:
+        watch.generation = get_json(ctl, "deployment", "web")["metadata"]["generation"] + 1
+        ctl("set", "image", "deployment/web", "pause=registry.k8s.io/pause:3.10")
+        ctl("rollout", "status", "deployment/web", "--timeout=90s")
+    finally:
+        watch.stop()
+    assert watch.lowest is not None and watch.lowest >= 3, f"availableReplicas fell to {watch.lowest}"
+    images = {
+        p["spec"]["containers"][0]["image"]
+        for p in pods(ctl, "app=web")
+        if not p["metadata"].get("deletionTimestamp")
+    }
+    assert images == {"registry.k8s.io/pause:3.10"}
+    assert len(get_json(ctl, "replicasets", "-l", "app=web")["items"]) == 2
+
+    ctl("rollout", "undo", "deployment/web")
+    ctl("rollout", "status", "deployment/web", "--timeout=90s")
+    image = ctl("get", "deployment", "web", "-o", "jsonpath={.spec.template.spec.containers[0].image}")
+    assert image == "registry.k8s.io/pause:3.9"
+    assert "3" in ctl("rollout", "history", "deployment/web")
+
+    ctl("scale", "deployment/web", "--replicas=0")
+    wait_for("no pods at 0 replicas", lambda: not pods(ctl, "app=web"))
+    ctl("scale", "deployment/web", "--replicas=2")
+    ctl("rollout", "status", "deployment/web", "--timeout=90s")
+    assert len(pods(ctl, "app=web")) == 2
+
+    ctl("delete", "deployment", "web")
+    wait_for("the ReplicaSets collected", lambda: not get_json(ctl, "replicasets", "-l", "app=web")["items"])
+    wait_for("the pods collected", lambda: not pods(ctl, "app=web"))
+
+
+@pytest.mark.parametrize("workload_cluster", ["server"], indirect=True)  # edge has no such process
+def test_rollout_survives_the_controllers_being_killed(
+    ctl: Kubectl, workload_cluster: tuple[Cluster, VirtualAgent]
+) -> None:
+    cluster, _ = workload_cluster
+    ctl("create", "deployment", "api", "--image=registry.k8s.io/pause:3.9", "--replicas=3")
+    ctl("rollout", "status", "deployment/api", "--timeout=90s")
+    ctl("set", "image", "deployment/api", "pause=registry.k8s.io/pause:3.10")
+    victim = child_pid(cluster, "controllers")
+    os.kill(victim, signal.SIGKILL)
+    ctl("rollout", "status", "deployment/api", "--timeout=120s")
+    assert child_pid(cluster, "controllers") != victim
+
+
+def child_pid(cluster: Cluster, component: str) -> int:
+    """The pid of the supervisor's ``run <component>`` child serving ``cluster``."""
+    marker = ["run", component]
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            words = [a.decode(errors="replace") for a in argv]
+            if (
+                "supervisor" in words
+                and words[words.index("supervisor") + 1 : words.index("supervisor") + 3] == marker
+            ):
+                if str(cluster.data_dir) in words:
+                    return int(entry.name)
+    raise AssertionError(f"no {component} process for {cluster.data_dir}")
+
+
+# -- other workloads -----------------------------------------------------------------------------------------
+
+
+def test_job_completes(ctl: Kubectl) -> None:
+    ctl("create", "job", "once", "--image=busybox:1.36", "--", "true")
+    ctl("wait", "--for=condition=complete", "job/once", "--timeout=90s")
+    job = get_json(ctl, "job", "once")
+    assert job["status"]["succeeded"] == 1
+
+
+def test_daemonset_covers_every_node_and_a_new_one(ctl: Kubectl) -> None:
+    nodes = virtual_nodes(ctl)
+    ctl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "agent"},
+        "spec": {"selector": {"matchLabels": {"app": "ds"}}, "template": {
+            "metadata": {"labels": {"app": "ds"}},
+            "spec": {"tolerations": [{"operator": "Exists"}],
+                     "nodeSelector": {"e2e-ds": ctl.namespace},
+                     "containers": [{"name": "main", "image": "registry.k8s.io/pause:3.9"}]}}},
+    }))  # fmt: skip
+    for node in nodes:
+        ctl("label", "node", node, f"e2e-ds={ctl.namespace}")
+    ctl("rollout", "status", "daemonset/agent", "--timeout=90s")
+    placed = {p["spec"]["nodeName"] for p in pods(ctl, "app=ds")}
+    assert placed == set(nodes)
+
+    late = f"late-{ctl.namespace}"
+    ctl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": late, "labels": {"e2e-ds": ctl.namespace, "kubernetes.io/hostname": late}},
+    }))  # fmt: skip
+    try:
+        wait_for("a pod for the new node", lambda: late in {target_node(p) for p in pods(ctl, "app=ds")})
+    finally:
+        ctl("delete", "node", late, "--wait=false")
+        for node in nodes:
+            ctl("label", "node", node, "e2e-ds-")
+
+
+def target_node(pod: dict[str, Any]) -> str:
+    """The node a DaemonSet pod is for: its nodeName once bound, else its node affinity's name field."""
+    if pod["spec"].get("nodeName"):
+        return str(pod["spec"]["nodeName"])
+    required = pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    for term in required["nodeSelectorTerms"]:
+        for field in term.get("matchFields") or ():
+            if field["key"] == "metadata.name":
+                return str(field["values"][0])
+    return ""
+
+
+def test_statefulset_creates_in_order(ctl: Kubectl) -> None:
+    ctl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "web"},
+        "spec": {"serviceName": "web", "replicas": 3, "selector": {"matchLabels": {"app": "sts"}},
+                 "template": {"metadata": {"labels": {"app": "sts"}},
+                              "spec": {"containers": [{"name": "main", "image": "registry.k8s.io/pause:3.9"}]}}},
+    }))  # fmt: skip
+    ctl("rollout", "status", "statefulset/web", "--timeout=90s")
+    created = sorted(
+        pods(ctl, "app=sts"),
+        key=lambda p: (p["metadata"]["creationTimestamp"], int(p["metadata"]["resourceVersion"])),
+    )
+    assert [p["metadata"]["name"] for p in created] == ["web-0", "web-1", "web-2"]
+
+
+def test_silent_node_turns_not_ready_and_loses_its_pods(ctl: Kubectl) -> None:
+    node = f"silent-{ctl.namespace}"
+    ctl(
+        "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node}})
+    )
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    status = {"status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                                         "lastHeartbeatTime": now, "lastTransitionTime": now}]}}  # fmt: skip
+    ctl("patch", "node", node, "--subresource=status", "--type=merge", "-p", json.dumps(status))
+    try:
+        ctl("apply", "-f", "-", input=json.dumps({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "stranded"},
+            "spec": {"nodeName": node, "containers": [{"name": "main", "image": "registry.k8s.io/pause:3.9"}],
+                     "tolerations": [{"key": "node.kubernetes.io/unreachable", "operator": "Exists",
+                                      "effect": "NoExecute", "tolerationSeconds": 2}]},
+        }))  # fmt: skip
+        ctl("wait", f"node/{node}", "--for=condition=Ready=Unknown", "--timeout=90s")
+        taints = json.loads(ctl("get", "node", node, "-o", "jsonpath={.spec.taints}") or "[]")
+        assert ("node.kubernetes.io/unreachable", "NoExecute") in {(t["key"], t["effect"]) for t in taints}
+        wait_for("the stranded pod evicted", lambda: ctl.run("get", "pod", "stranded").returncode != 0
+                 or json.loads(ctl("get", "pod", "stranded", "-o", "json"))["metadata"].get("deletionTimestamp"))  # fmt: skip
+    finally:
+        ctl("delete", "node", node, "--wait=false")
+
+
+def test_deleting_a_namespace_removes_everything_in_it(ctl: Kubectl) -> None:
+    ctl("create", "deployment", "doomed", "--image=registry.k8s.io/pause:3.9", "--replicas=2")
+    ctl("create", "configmap", "doomed", "--from-literal=a=b")
+    ctl("rollout", "status", "deployment/doomed", "--timeout=90s")
+    namespace = ctl.namespace
+    ctl.namespace = ""
+    ctl("delete", "namespace", namespace, "--timeout=90s")
+    assert ctl.run("get", "namespace", namespace).returncode != 0
+    assert not get_json(ctl, "pods", "-n", namespace)["items"]
+
+
+def test_placement_and_failed_scheduling(ctl: Kubectl) -> None:
+    nodes = virtual_nodes(ctl)
+    target = nodes[0]
+    ctl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "pinned"},
+        "spec": {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": [target]}]}]}}},
+            "containers": [{"name": "main", "image": "registry.k8s.io/pause:3.9"}]},
+    }))  # fmt: skip
+    ctl("wait", "pod/pinned", "--for=condition=PodScheduled", "--timeout=90s")
+    assert ctl("get", "pod", "pinned", "-o", "jsonpath={.spec.nodeName}") == target
+
+    ctl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "huge"},
+        "spec": {"containers": [{"name": "main", "image": "registry.k8s.io/pause:3.9",
+                                 "resources": {"requests": {"cpu": "10000"}}}]},
+    }))  # fmt: skip
+
+    def failed_scheduling() -> str:
+        events = get_json(
+            ctl, "events", "--field-selector", "involvedObject.name=huge,reason=FailedScheduling"
+        )
+        return " ".join(e.get("message", "") for e in events["items"])
+
+    message = wait_for("a FailedScheduling event", failed_scheduling)
+    assert f"0/{len(ready_nodes(ctl))} nodes are available" in message
+    assert "Insufficient cpu" in message
+    condition = json.loads(ctl("get", "pod", "huge", "-o", "jsonpath={.status.conditions[0]}"))
+    assert (condition["type"], condition["status"], condition["reason"]) == (
+        "PodScheduled",
+        "False",
+        "Unschedulable",
+    )
+
+
+# -- auto-deploy manifests -------------------------------------------------------------------------------------
+
+
+def test_manifests_are_applied_changed_and_disabled(tmp_path_factory: pytest.TempPathFactory) -> None:
+    base = tmp_path_factory.mktemp("manifests")
+    manifests = base / "data" / "server" / "manifests"
+    manifests.mkdir(parents=True)
+    (manifests / "extra.yaml").write_text(configmap_yaml("one"))
+    with fixtures.running_cluster("server", base, extra_args=("--disable-agent",)) as cluster:
+        admin = fixtures.Kubectl(
+            kubeconfig=cluster.kubeconfig, cache_dir=base / "cache", namespace="kube-system"
+        )
+        wait_for(
+            "the manifest applied", lambda: admin.run("get", "configmap", "extra-config").returncode == 0
+        )
+        addon = get_json(admin, "addons.k3s.cattle.io", "extra")
+        assert addon["spec"]["checksum"]
+        (manifests / "extra.yaml").write_text(configmap_yaml("two"))
+        wait_for("the change applied", lambda: admin.run(
+            "get", "configmap", "extra-config", "-o", "jsonpath={.data.value}").stdout == "two")  # fmt: skip
+    with fixtures.running_cluster(
+        "server", base, extra_args=("--disable-agent", "--disable", "extra")
+    ) as cluster:
+        admin = fixtures.Kubectl(
+            kubeconfig=cluster.kubeconfig, cache_dir=base / "cache", namespace="kube-system"
+        )
+        wait_for("the disabled addon's objects removed",
+                 lambda: admin.run("get", "configmap", "extra-config").returncode != 0)  # fmt: skip
+        wait_for("the disabled addon's file removed", lambda: not (manifests / "extra.yaml").exists())
+
+
+def configmap_yaml(value: str) -> str:
+    return f"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: extra-config\n  namespace: kube-system\ndata:\n  value: {value}\n"
+
+
+# -- RBAC aggregation ---------------------------------------------------------------------------------------
+
+
+def test_aggregated_cluster_roles_show_their_rules(ctl: Kubectl) -> None:
+    def rules(name: str) -> list[dict[str, Any]]:
+        return get_json(ctl, "clusterrole", name).get("rules") or []
+
+    wait_for("admin's aggregated rules", lambda: rules("admin"))
+    assert {"get", "list", "watch"} <= {verb for rule in rules("view") for verb in rule.get("verbs", ())}
+    extra = f"e2e-widgets-{ctl.namespace}"
+    ctl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": extra, "labels": {"rbac.authorization.k8s.io/aggregate-to-view": "true"}},
+        "rules": [{"apiGroups": ["example.com"], "resources": [extra], "verbs": ["get"]}],
+    }))  # fmt: skip
+    try:
+        for role in ("view", "edit", "admin"):  # admin gathers edit, which gathers view
+            wait_for(
+                f"{role} to gather the new rule",
+                lambda r=role: any(extra in rule.get("resources", ()) for rule in rules(r)),
+            )
+    finally:
+        ctl("delete", "clusterrole", extra)
+    wait_for(
+        "view to drop it again", lambda: not any(extra in rule.get("resources", ()) for rule in rules("view"))
+    )
