@@ -42,6 +42,7 @@ import time
 import urllib.parse
 from pathlib import Path
 
+from services.machinery import tasks
 from supervisor import config, process
 
 logger = logging.getLogger(__name__)
@@ -230,7 +231,7 @@ async def probe(url: str, *, attempt_timeout: float = 1.0) -> bool:
     try:
         # nats-py retries even with allow_reconnect=False; max_reconnect_attempts=1 with no wait
         # bounds it to two immediate tries, and wait_for to the attempt timeout.
-        await asyncio.wait_for(
+        await tasks.wait_for(
             client.connect(
                 url,
                 allow_reconnect=False,
@@ -368,7 +369,7 @@ class NatsServer:
             return
         self._process.terminate()
         try:
-            await asyncio.wait_for(asyncio.shield(self._process.wait()), self.settings.stop_timeout)
+            await tasks.wait_for(asyncio.shield(self._process.wait()), self.settings.stop_timeout)
         except TimeoutError:
             logger.warning("nats-server did not stop within %gs; SIGKILL", self.settings.stop_timeout)
             self.kill()

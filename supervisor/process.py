@@ -31,6 +31,8 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
+from services.machinery import tasks
+
 logger = logging.getLogger(__name__)
 
 Probe = Callable[[], Awaitable[bool]]
@@ -258,7 +260,7 @@ class Child:
             delay,
         )
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), delay)
+            await tasks.wait_for(self._stopping.wait(), delay)
         self.restarts += 1
 
     async def _gate(self) -> None:
@@ -284,7 +286,7 @@ class Child:
         if self.spec.probe is None:
             return True
         try:
-            return bool(await asyncio.wait_for(self.spec.probe(), PROBE_TIMEOUT))
+            return bool(await tasks.wait_for(self.spec.probe(), PROBE_TIMEOUT))
         except Exception as exc:
             logger.debug("%s probe failed: %s", self.name, " ".join(str(exc).split())[:200])
             return False
@@ -294,7 +296,7 @@ class Child:
         self._set_state(State.STOPPING)
         await self.terminate()
         try:
-            await asyncio.wait_for(self.wait(), self.spec.stop_timeout)
+            await tasks.wait_for(self.wait(), self.spec.stop_timeout)
         except TimeoutError:
             logger.warning(
                 "%s did not exit within %gs of SIGTERM (pid %s)", self.name, self.spec.stop_timeout, self.pid
@@ -411,7 +413,7 @@ class ProcessManager:
     async def _gate(self, child: Child) -> bool:
         """Wait for ``child`` to be ready; on failure stop what started and raise."""
         try:
-            ready = await asyncio.wait_for(child.wait_ready(), child.spec.ready_timeout)
+            ready = await tasks.wait_for(child.wait_ready(), child.spec.ready_timeout)
         except TimeoutError:
             reason = f"{child.name} not ready within {child.spec.ready_timeout:g}s"
         else:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from services.apiserver import settings as apiserver_settings
+from services.machinery import tasks
 from supervisor import config, kubeconfig, pki, process, tokens
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ def readyz_probe(settings: config.Settings) -> process.Probe:
     async def probe() -> bool:
         context = ssl.create_default_context(cafile=str(ca))
         try:
-            reader, writer = await asyncio.wait_for(
+            reader, writer = await tasks.wait_for(
                 asyncio.open_connection("127.0.0.1", port, ssl=context, server_hostname="localhost"), 2
             )
         except (OSError, TimeoutError, ssl.SSLError):
@@ -91,7 +92,7 @@ def readyz_probe(settings: config.Settings) -> process.Probe:
         try:
             writer.write(b"GET /readyz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
             await writer.drain()
-            status = await asyncio.wait_for(reader.readline(), 2)
+            status = await tasks.wait_for(reader.readline(), 2)
             return b" 200 " in status
         except (OSError, TimeoutError, ssl.SSLError):
             return False
@@ -106,13 +107,13 @@ def healthz_probe(port: int) -> process.Probe:
 
     async def probe() -> bool:
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 2)
+            reader, writer = await tasks.wait_for(asyncio.open_connection("127.0.0.1", port), 2)
         except (OSError, TimeoutError):
             return False
         try:
             writer.write(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
             await writer.drain()
-            status = await asyncio.wait_for(reader.readline(), 2)
+            status = await tasks.wait_for(reader.readline(), 2)
             return b" 200 " in status
         except (OSError, TimeoutError):
             return False

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from services.agent import envvars, probes, status, volumes
 from services.agent.runtimes import types
 from services.client import errors, resources
+from services.machinery import tasks
 
 if TYPE_CHECKING:
     from services.agent.pods import PodManager
@@ -85,7 +86,7 @@ class PodWorker:
             if self._next is not None:
                 timeout = min(timeout, max(self._next - time.monotonic(), 0.0))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                await tasks.wait_for(self._wake.wait(), timeout)
             self._wake.clear()
             self._next = None
             try:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from services.agent.runtimes import types
+from services.machinery import tasks
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,7 @@ async def run_once(
     else:
         return True  # grpc and unknown handlers: not supported, never fail the container for it
     try:
-        return await asyncio.wait_for(handler, timeout)
+        return await tasks.wait_for(handler, timeout)
     except (OSError, TimeoutError, types.ContainerError, ValueError) as exc:
         log.debug("probe of %s/%s failed: %s", uid, container.get("name"), exc)
         return False

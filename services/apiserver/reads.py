@@ -10,7 +10,6 @@ are one snapshot.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 import time
@@ -23,7 +22,7 @@ from services.apiserver import cache as cache_
 from services.apiserver import context, responses, storage, tables
 from services.apiserver.request import flag, int_param, param
 from services.kine import types
-from services.machinery import errors, selectors
+from services.machinery import errors, selectors, tasks
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +270,7 @@ async def _events(
                 return
             wait = min(deadline, next_bookmark if bookmarks else deadline) - now
             try:
-                batch = await asyncio.wait_for(watcher.next(), wait)
+                batch = await tasks.wait_for(watcher.next(), wait)
             except TimeoutError:
                 if bookmarks and time.monotonic() >= next_bookmark:
                     last = max(last, cache.revision)

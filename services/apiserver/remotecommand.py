@@ -229,7 +229,7 @@ class _SpdyExec:
 
     async def _relay(self) -> None:
         try:
-            await asyncio.wait_for(self._complete.wait(), STREAM_CREATION_TIMEOUT)
+            await tasks.wait_for(self._complete.wait(), STREAM_CREATION_TIMEOUT)
         except TimeoutError:
             missing = sorted(self._wanted - self._streams.keys())
             log.info("exec session %s: the client did not open its %s streams", self._agent.name, missing)

@@ -216,7 +216,7 @@ class ApiServer:
             await self.api.stop()  # ends every watch, so uvicorn's drain is short
         if self._serve is not None:
             try:
-                await asyncio.wait_for(asyncio.shield(self._serve), 5)
+                await tasks.wait_for(asyncio.shield(self._serve), 5)
             except TimeoutError:
                 self._server.force_exit = True  # type: ignore[union-attr]
                 await tasks.cancel_all([self._serve])

@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 
 from services.bus import types
+from services.machinery import tasks
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ class RelayServer:
             future = self._pending[rid] = asyncio.get_running_loop().create_future()
             try:
                 await self._send(encode({"op": "req", "id": sid, "rid": rid, "subject": subject}, payload))
-                return await asyncio.wait_for(future, self._reply_within)
+                return await tasks.wait_for(future, self._reply_within)
             finally:
                 self._pending.pop(rid, None)
 
@@ -191,10 +192,10 @@ class RemoteBus:
 
     async def close(self) -> None:
         self._closed = True
-        tasks = [t for t in (self._task, *self._answers) if t is not None]
-        for task in tasks:
+        running = [t for t in (self._task, *self._answers) if t is not None]
+        for task in running:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*running, return_exceptions=True)
         if self._socket is not None:
             await self._socket.close()
 

@@ -152,7 +152,7 @@ class EventRecorder:
         self.state = State.STOPPING
         if running and self._task is not None and not self._task.done():
             try:
-                await asyncio.wait_for(self._queue.join(), drain_timeout)
+                await tasks.wait_for(self._queue.join(), drain_timeout)
             except TimeoutError:
                 log.warning(
                     "event recorder %s: %d events unsent at stop", self.component, self._queue.qsize()

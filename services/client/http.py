@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Protocol
 
 from services.client import errors
+from services.machinery import tasks
 
 log = logging.getLogger(__name__)
 
@@ -287,7 +288,7 @@ class Pool:
                     connection.reused = True
                     return connection
                 self._discard(connection)
-        reader, writer = await asyncio.wait_for(
+        reader, writer = await tasks.wait_for(
             asyncio.open_connection(
                 self.host, self.port, ssl=self.ssl_context, server_hostname=self.server_hostname,
                 limit=READ_LIMIT,

@@ -201,7 +201,7 @@ class LeaderElector:
             await self.clock.sleep(self.config.retry_period)
             remaining = renewed + self.config.renew_deadline - self.clock.monotonic()
             try:
-                outcome = await asyncio.wait_for(self._try(), max(remaining, 0.001))
+                outcome = await tasks.wait_for(self._try(), max(remaining, 0.001))
             except TimeoutError:
                 outcome = _Attempt.FAILED
             if outcome is _Attempt.HELD:

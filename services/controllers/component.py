@@ -434,7 +434,7 @@ class _HealthServer:
             return
         self._server.close()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._server.wait_closed(), STOP_DEADLINE)
+            await tasks.wait_for(self._server.wait_closed(), STOP_DEADLINE)
         self._server = None
 
     def respond(self, method: str, path: str) -> _Response:
@@ -456,9 +456,9 @@ class _HealthServer:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            request = await asyncio.wait_for(reader.readline(), 5.0)
+            request = await tasks.wait_for(reader.readline(), 5.0)
             for _ in range(100):  # headers: read and ignore
-                line = await asyncio.wait_for(reader.readline(), 5.0)
+                line = await tasks.wait_for(reader.readline(), 5.0)
                 if line in (b"\r\n", b"\n", b""):
                     break
             parts = request.decode("latin-1").split()
@@ -477,4 +477,4 @@ class _HealthServer:
         finally:
             writer.close()
             with contextlib.suppress(ConnectionError, TimeoutError):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+                await tasks.wait_for(writer.wait_closed(), 1.0)

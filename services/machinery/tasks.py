@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 def guarded(
@@ -57,3 +59,15 @@ async def cancel_all(tasks: list[asyncio.Task[Any]]) -> None:
             # The task we cancelled ended as asked. If *we* are being cancelled,
             # the next await re-raises it, so nothing is swallowed.
     tasks.clear()
+
+
+async def wait_for(aw: Awaitable[T], timeout: float | None) -> T:  # noqa: ASYNC109 (a drop-in)
+    """``asyncio.wait_for`` that never loses the caller's cancellation.
+
+    On Python 3.11, ``asyncio.wait_for`` returns the inner result when the inner
+    awaitable finishes in the same loop step as the caller is cancelled
+    (CPython gh-86296): the cancellation is dropped and a task being stopped
+    runs on. ``asyncio.timeout`` has no such window.
+    """
+    async with asyncio.timeout(timeout):
+        return await aw

@@ -12,6 +12,8 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from services.machinery import tasks
+
 log = logging.getLogger(__name__)
 
 READ_TIMEOUT = 5.0  # seconds a client gets to send its request head
@@ -50,7 +52,7 @@ class HealthServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT)
+            head = await tasks.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT)
             method, _, rest = head.split(b"\r\n", 1)[0].decode("latin-1").partition(" ")
             path = rest.partition(" ")[0].partition("?")[0]
             status, body, content_type = self._answer(method, path)

@@ -32,6 +32,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
+from services.machinery import tasks
 from services.scheduler.podinfo import PodInfo
 
 log = logging.getLogger(__name__)
@@ -167,7 +168,7 @@ class SchedulingQueue:
                 raise QueueClosed
             self._wakeup.clear()
             try:
-                await asyncio.wait_for(self._wakeup.wait(), self._sleep_for(now))
+                await tasks.wait_for(self._wakeup.wait(), self._sleep_for(now))
             except TimeoutError:
                 pass
 

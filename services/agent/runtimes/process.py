@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from services.agent.runtimes import forker, images, isolation, sessions, shim, types
+from services.machinery import tasks
 
 log = logging.getLogger(__name__)
 
@@ -453,7 +454,7 @@ class ProcessRuntime:
             return
         self._signal(attempt, signal.SIGTERM)
         try:
-            await asyncio.wait_for(attempt.exited.wait(), timeout=max(grace, 0))
+            await tasks.wait_for(attempt.exited.wait(), timeout=max(grace, 0))
         except TimeoutError:
             self._signal(attempt, signal.SIGKILL)
             await attempt.exited.wait()
