@@ -54,10 +54,12 @@ async def admit(ctx: context.Request, obj: Obj) -> None:
     if not ctx.resource.namespaced or not namespace:
         return
     kind = (ctx.resource.group, ctx.resource.kind)
-    is_pod = kind == ("", "Pod")
+    is_pod, is_claim = kind == ("", "Pod"), kind == ("", "PersistentVolumeClaim")
     if is_pod:
         apply_limit_ranges(obj, await _policies(ctx, "limitranges", namespace))
-    quotas = [q for q in await _policies(ctx, "resourcequotas", namespace) if _enforced(q, obj, is_pod=is_pod)]
+    quotas = [
+        q for q in await _policies(ctx, "resourcequotas", namespace) if _enforced(q, obj, is_pod=is_pod, is_claim=is_claim)
+    ]
     if quotas:
         # Synced first: an object created a moment ago must count (only namespaces with quotas pay this).
         existing = await _list(ctx, ctx.resource.plural, namespace, group=ctx.resource.group, synced=True)
@@ -65,7 +67,7 @@ async def admit(ctx: context.Request, obj: Obj) -> None:
         counted, adds = _count_names(ctx), object_usage(kind, obj)
         for quota in sorted(quotas, key=lambda q: q["metadata"]["name"]):
             spec = quota.get("spec") or {}
-            mine = [o for o in live if quotascope.covers(spec, o, is_pod=is_pod)]
+            mine = [o for o in live if quotascope.covers(spec, o, is_pod=is_pod, is_claim=is_claim)]
             check_quota(obj, quota, used=usage(kind, mine, counted=counted), counted=counted, adds=adds, is_pod=is_pod)
 
 
@@ -340,9 +342,9 @@ async def _policies(ctx: context.Request, plural: str, namespace: str) -> list[O
     return found
 
 
-def _enforced(quota: Obj, obj: Obj, *, is_pod: bool) -> bool:
+def _enforced(quota: Obj, obj: Obj, *, is_pod: bool, is_claim: bool) -> bool:
     spec = quota.get("spec") or {}
-    return bool(spec.get("hard")) and quotascope.covers(spec, obj, is_pod=is_pod)
+    return bool(spec.get("hard")) and quotascope.covers(spec, obj, is_pod=is_pod, is_claim=is_claim)
 
 
 def _terminal(pod: Obj) -> bool:

@@ -200,8 +200,9 @@ class ResourceQuotaController(base.QueueController):
         return informer.store.list_namespace(namespace) if informer is not None else []
 
     def usage(self, quota: dict[str, Any], name: str, namespace: str) -> Quantity:
-        if quotascope.is_scoped(quota.get("spec") or {}) and watched_resource(name) not in (None, resources.PODS):
-            return Quantity()  # scopes match pods only
+        scoped = (resources.PODS, resources.PERSISTENTVOLUMECLAIMS)
+        if quotascope.is_scoped(quota.get("spec") or {}) and watched_resource(name) not in (None, *scoped):
+            return Quantity()  # scopes match pods and claims only
         if name.startswith("count/") or name in ("pods", "configmaps", "secrets", "replicationcontrollers",
                                                  "resourcequotas", "services", "persistentvolumeclaims"):  # fmt: skip
             resource = watched_resource(name)
@@ -210,11 +211,13 @@ class ResourceQuotaController(base.QueueController):
             objects = self._objects(resource, namespace)
             if resource == resources.PODS:
                 objects = self._pods(quota, namespace)
+            elif resource == resources.PERSISTENTVOLUMECLAIMS:
+                objects = self._claimed(quota, namespace)
             return Quantity(Fraction(len(objects)))
         if name.startswith("services."):
             return self._services(name, namespace)
         if name == "requests.storage" or STORAGE_CLASS_SUFFIX in name:
-            return self._claims(name, namespace)
+            return self._claims(quota, name, namespace)
         kind, _, resource_name = name.partition(".")
         if kind not in ("requests", "limits") or not resource_name:
             kind, resource_name = "requests", name  # "cpu" is "requests.cpu"
@@ -241,8 +244,13 @@ class ResourceQuotaController(base.QueueController):
                 count += len(spec.get("ports") or ())
         return Quantity(Fraction(count))
 
-    def _claims(self, name: str, namespace: str) -> Quantity:
+    def _claimed(self, quota: dict[str, Any], namespace: str) -> list[dict[str, Any]]:
+        spec = quota.get("spec") or {}
         claims = self._objects(resources.PERSISTENTVOLUMECLAIMS, namespace)
+        return [c for c in claims if quotascope.covers(spec, c, is_pod=False, is_claim=True)]
+
+    def _claims(self, quota: dict[str, Any], name: str, namespace: str) -> Quantity:
+        claims = self._claimed(quota, namespace)
         if STORAGE_CLASS_SUFFIX in name:
             storage_class, _, name = name.partition(STORAGE_CLASS_SUFFIX)
             claims = [c for c in claims if (c.get("spec") or {}).get("storageClassName") == storage_class]

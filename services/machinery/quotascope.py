@@ -10,12 +10,16 @@ set, not negative), ``NotTerminating``, ``BestEffort`` (no positive cpu or memor
 limit anywhere: the QoS class), ``NotBestEffort``, ``PriorityClass`` (``spec.priorityClassName``,
 read as a label selector would read a label of that name: ``NotIn`` and ``DoesNotExist`` match a
 pod without a class) and ``CrossNamespacePodAffinity`` (an affinity or anti-affinity term that
-names ``namespaces`` or has a ``namespaceSelector``). Objects of every other kind match no scope,
-as upstream's object-count evaluators match none: a scoped quota counts and limits pods only.
+names ``namespaces`` or has a ``namespaceSelector``). Persistent volume claims match only
+``VolumeAttributesClass``: the class names a claim asks for, has, or is being modified to
+(``spec.volumeAttributesClassName``, ``status.currentVolumeAttributesClassName``,
+``status.modifyVolumeStatus.targetVolumeAttributesClassName``), any one of which may satisfy the
+requirement, read as a label of that name. Objects of every other kind match no scope, as
+upstream's object-count evaluators match none.
 
 ``allows`` is the other half of the contract, enforced when a quota is written: BestEffort
-quotas may track only ``pods``, the other scopes ``pods`` and cpu and memory requests and
-limits; names outside upstream's standard quota names (``count/...``, extended resources) are
+quotas may track only ``pods``, ``VolumeAttributesClass`` only ``persistentvolumeclaims`` and
+``requests.storage``, the other scopes ``pods`` and cpu and memory requests and limits; names outside upstream's standard quota names (``count/...``, extended resources) are
 not checked.
 """
 
@@ -27,13 +31,18 @@ from typing import Any
 
 from services.machinery import quantity
 
-SCOPES = ("Terminating", "NotTerminating", "BestEffort", "NotBestEffort", "PriorityClass", "CrossNamespacePodAffinity")
+VOLUME_ATTRIBUTES_CLASS = "VolumeAttributesClass"
+SCOPES = (
+    "Terminating", "NotTerminating", "BestEffort", "NotBestEffort", "PriorityClass", "CrossNamespacePodAffinity",
+    VOLUME_ATTRIBUTES_CLASS,
+)  # fmt: skip
 OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
-EXISTS_ONLY = frozenset(SCOPES) - {"PriorityClass"}  # scopes that take no values
+EXISTS_ONLY = frozenset(SCOPES) - {"PriorityClass", VOLUME_ATTRIBUTES_CLASS}  # scopes that take no values
 CONFLICTING = (("BestEffort", "NotBestEffort"), ("Terminating", "NotTerminating"))
 
 POD_COUNT = frozenset({"pods"})
 POD_COMPUTE = frozenset({"cpu", "memory", "requests.cpu", "requests.memory", "limits.cpu", "limits.memory"})
+CLAIM_RESOURCES = frozenset({"persistentvolumeclaims", "requests.storage"})
 STANDARD_NAMES = POD_COUNT | POD_COMPUTE | {
     "ephemeral-storage", "requests.ephemeral-storage", "limits.ephemeral-storage", "requests.storage",
     "resourcequotas", "services", "replicationcontrollers", "secrets", "persistentvolumeclaims", "configmaps",
@@ -69,12 +78,17 @@ def is_scoped(spec: Obj) -> bool:
     return bool(requirements(spec))
 
 
-def covers(spec: Obj, obj: Obj, *, is_pod: bool) -> bool:
-    """Whether a quota with this spec counts ``obj`` (a pod when ``is_pod``)."""
+def covers(spec: Obj, obj: Obj, *, is_pod: bool, is_claim: bool = False) -> bool:
+    """Whether a quota with this spec counts ``obj`` (a pod when ``is_pod``, a persistent volume
+    claim when ``is_claim``)."""
     wanted = requirements(spec)
     if not wanted:
         return True
-    return is_pod and all(pod_matches(requirement, obj) for requirement in wanted)
+    if is_pod:
+        return all(pod_matches(requirement, obj) for requirement in wanted)
+    if is_claim:
+        return all(claim_matches(requirement, obj) for requirement in wanted)
+    return False
 
 
 def pod_matches(requirement: Requirement, pod: Obj) -> bool:
@@ -91,6 +105,27 @@ def pod_matches(requirement: Requirement, pod: Obj) -> bool:
     if scope == "CrossNamespacePodAffinity":
         return cross_namespace_affinity(pod)
     return False
+
+
+def claim_matches(requirement: Requirement, claim: Obj) -> bool:
+    if requirement.scope != VOLUME_ATTRIBUTES_CLASS:
+        return False
+    classes = volume_attributes_classes(claim)
+    if not classes:
+        return _label_matches(requirement, None)
+    return any(_label_matches(requirement, name) for name in classes)
+
+
+def volume_attributes_classes(claim: Obj) -> list[str]:
+    """The classes a claim asks for, has and is being modified to, each once."""
+    spec, status = claim.get("spec") or {}, claim.get("status") or {}
+    modify = status.get("modifyVolumeStatus") or {}
+    names = (
+        spec.get("volumeAttributesClassName"),
+        status.get("currentVolumeAttributesClassName"),
+        modify.get("targetVolumeAttributesClassName") if isinstance(modify, Mapping) else None,
+    )
+    return list(dict.fromkeys(str(name) for name in names if name))
 
 
 def _label_matches(requirement: Requirement, value: str | None) -> bool:
@@ -151,6 +186,8 @@ def allows(scope: str, resource: str) -> bool:
     """Whether a quota of this scope may track ``resource`` (IsResourceQuotaScopeValidForResource)."""
     if scope == "BestEffort":
         return resource in POD_COUNT
+    if scope == VOLUME_ATTRIBUTES_CLASS:
+        return resource in CLAIM_RESOURCES
     if scope in SCOPES:
         return resource in POD_COUNT or resource in POD_COMPUTE
     return True

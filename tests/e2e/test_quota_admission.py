@@ -179,3 +179,36 @@ def test_scoped_quotas_with_kubectl(kubectl: Kubectl, quota_controller: None) ->
         "exceeded quota: not-best-effort, requested: requests.cpu=1500m, used: requests.cpu=1, "
         "limited: requests.cpu=2" in refused
     )
+
+
+def manifest_claim(name: str, size: str, volume_class: str | None = None) -> str:
+    chosen = f"\n  volumeAttributesClassName: {volume_class}" if volume_class else ""
+    return f"""apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: {name}}}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {{requests: {{storage: {size}}}}}{chosen}
+"""
+
+
+def test_a_volume_attributes_class_quota_with_kubectl(kubectl: Kubectl, quota_controller: None) -> None:
+    refused = kubectl.fails("apply", "-f", "-", input=manifest_quota("bad", "{pods: '1'}", "[VolumeAttributesClass]"))
+    assert "unsupported scope applied to resource" in refused
+    kubectl("apply", "-f", "-", input="""apiVersion: v1
+kind: ResourceQuota
+metadata: {name: gold}
+spec:
+  hard: {persistentvolumeclaims: '1', requests.storage: 2Gi}
+  scopeSelector:
+    matchExpressions: [{scopeName: VolumeAttributesClass, operator: In, values: [gold]}]
+""")
+    kubectl("apply", "-f", "-", input=manifest_claim("gold-1", "1Gi", "gold"))
+    kubectl("apply", "-f", "-", input=manifest_claim("plain-1", "5Gi"))  # no class: not this quota's
+    kubectl("apply", "-f", "-", input=manifest_claim("silver-1", "5Gi", "silver"))
+    refused = kubectl.fails("apply", "-f", "-", input=manifest_claim("gold-2", "1Gi", "gold"))
+    assert (
+        "exceeded quota: gold, requested: persistentvolumeclaims=1, used: persistentvolumeclaims=1, "
+        "limited: persistentvolumeclaims=1" in refused
+    )
+    described(kubectl, "gold", ("persistentvolumeclaims", "1", "1"), ("requests.storage", "1Gi", "2Gi"))

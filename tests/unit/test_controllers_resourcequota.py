@@ -148,6 +148,23 @@ async def test_services_and_claims(env: Env) -> None:
     assert used["fast.storageclass.storage.k8s.io/requests.storage"] == "1Gi"
 
 
+async def test_a_volume_attributes_class_scope_counts_the_claims_of_that_class(env: Env) -> None:
+    selector = {"matchExpressions": [{"scopeName": "VolumeAttributesClass", "operator": "In", "values": ["gold"]}]}
+    await env.api.create(QUOTAS, quota({"persistentvolumeclaims": "5", "requests.storage": "10Gi", "pods": "5"},
+                                       scopeSelector=selector))  # fmt: skip
+    for name, size, cls in (("d1", "1Gi", "gold"), ("d2", "2Gi", "silver"), ("d3", "4Gi", None)):
+        spec: dict[str, Any] = {"resources": {"requests": {"storage": size}}}
+        if cls:
+            spec["volumeAttributesClassName"] = cls
+        await env.api.create(resources.PERSISTENTVOLUMECLAIMS, {"metadata": {"name": name, "namespace": "default"},
+                                                                "spec": spec})  # fmt: skip
+    await env.api.create(PODS, pod("a"))  # pods match no claim scope
+    await env.factory.start()
+    await env.sync()
+    used = (await env.sync())["used"]
+    assert used == {"persistentvolumeclaims": "1", "requests.storage": "1Gi", "pods": "0"}
+
+
 def test_count_names() -> None:
     assert resourcequota.count_resource("count/deployments.apps") == resources.DEPLOYMENTS
     assert resourcequota.count_resource("count/secrets") == resources.SECRETS

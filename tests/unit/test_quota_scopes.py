@@ -94,6 +94,48 @@ def test_every_requirement_must_match_and_other_kinds_match_no_scope() -> None:
     assert covered({}, config_map, is_pod=False)  # an unscoped quota covers everything
 
 
+def claim(*, asks: str | None = None, has: str | None = None, target: str | None = None) -> dict[str, Any]:
+    status: dict[str, Any] = {}
+    if has:
+        status["currentVolumeAttributesClassName"] = has
+    if target:
+        status["modifyVolumeStatus"] = {"targetVolumeAttributesClassName": target, "status": "InProgress"}
+    spec: dict[str, Any] = {"resources": {"requests": {"storage": "1Gi"}}}
+    if asks:
+        spec["volumeAttributesClassName"] = asks
+    return {"metadata": {"name": "data"}, "spec": spec, "status": status}
+
+
+@pytest.mark.parametrize(
+    ("spec", "gold", "moving_to_gold", "plain"),
+    [
+        (selector("VolumeAttributesClass", "In", "gold"), True, True, False),
+        (selector("VolumeAttributesClass", "NotIn", "gold"), False, True, True),  # silver is still there
+        (selector("VolumeAttributesClass", "Exists"), True, True, False),
+        (selector("VolumeAttributesClass", "DoesNotExist"), False, False, True),
+        ({"scopes": ["VolumeAttributesClass"]}, True, True, False),
+    ],
+)
+def test_volume_attributes_class_matches_any_class_of_a_claim(
+    spec: dict[str, Any], gold: bool, moving_to_gold: bool, plain: bool
+) -> None:
+    def claimed(obj: dict[str, Any]) -> bool:
+        return quotascope.covers(spec, obj, is_pod=False, is_claim=True)
+
+    assert claimed(claim(asks="gold", has="gold")) is gold
+    assert claimed(claim(asks="gold", has="silver", target="gold")) is moving_to_gold
+    assert claimed(claim()) is plain
+    assert quotascope.volume_attributes_classes(claim(asks="gold", has="silver", target="gold")) == ["gold", "silver"]
+
+
+def test_pods_and_claims_match_only_their_own_scopes() -> None:
+    vac = selector("VolumeAttributesClass", "DoesNotExist")
+    assert not covered(vac, pod())  # a pod matches no claim scope
+    assert not quotascope.covers({"scopes": ["NotTerminating"]}, claim(), is_pod=False, is_claim=True)
+    both = {"scopes": ["NotTerminating"], **selector("VolumeAttributesClass", "DoesNotExist")}
+    assert not covered(both, pod()) and not quotascope.covers(both, claim(), is_pod=False, is_claim=True)
+
+
 # -- validation ----------------------------------------------------------------------------------
 
 
@@ -107,6 +149,9 @@ def test_valid_specs_pass() -> None:
     assert messages({"hard": {"limits.memory": "1Gi"}, **selector("PriorityClass", "In", "high")}) == []
     assert messages({"hard": {"pods": "1"}, **selector("CrossNamespacePodAffinity", "Exists")}) == []
     assert messages({"hard": {"configmaps": "1"}}) == []
+    gold = selector("VolumeAttributesClass", "In", "gold")
+    assert messages({"hard": {"persistentvolumeclaims": "2", "requests.storage": "5Gi"}, **gold}) == []
+    assert messages({"hard": {"requests.storage": "5Gi"}, "scopes": ["VolumeAttributesClass"]}) == []
 
 
 def test_scopes_refuse_resources_they_cannot_track() -> None:
@@ -119,6 +164,9 @@ def test_scopes_refuse_resources_they_cannot_track() -> None:
     ]  # one message for both resources, as upstream's aggregated one
     assert messages({"hard": {"pods": "1"}, "scopes": ["BestEffort", "NotBestEffort"]}) == [
         'spec.scopes: Invalid value: []core.ResourceQuotaScope{"BestEffort", "NotBestEffort"}: conflicting scopes'
+    ]
+    assert messages({"hard": {"pods": "1", "requests.storage": "1Gi"}, "scopes": ["VolumeAttributesClass"]}) == [
+        'spec.scopes: Invalid value: []core.ResourceQuotaScope{"VolumeAttributesClass"}: unsupported scope applied to resource'
     ]
     assert messages({"hard": {"pods": "1"}, "scopes": ["Sometimes"]}) == [
         'spec.scopes: Invalid value: []core.ResourceQuotaScope{"Sometimes"}: unsupported scope'
@@ -203,3 +251,21 @@ def test_must_specify_only_where_the_quota_matches() -> None:
 def test_usage_sums_the_given_objects() -> None:
     used = quota.usage(POD, [pod(requests={"cpu": "250m"}), pod(requests={"cpu": "1", "memory": "1Gi"})], counted=("count/pods",))
     assert used["pods"] == used["count/pods"] == 2 and used["requests.cpu"] == Fraction(5, 4) and used["requests.memory"] == 2**30
+
+
+def test_a_volume_attributes_class_quota_limits_the_claims_it_matches() -> None:
+    kind, counted = ("", "PersistentVolumeClaim"), ("count/persistentvolumeclaims", "persistentvolumeclaims")
+    gold = scoped_quota("gold", {"persistentvolumeclaims": "1", "requests.storage": "3Gi"},
+                        **selector("VolumeAttributesClass", "In", "gold"))  # fmt: skip
+    existing = [claim(asks="gold"), claim(asks="silver"), claim()]
+    mine = [o for o in existing if quotascope.covers(gold["spec"], o, is_pod=False, is_claim=True)]
+    used = quota.usage(kind, mine, counted=counted)
+    assert used["persistentvolumeclaims"] == 1 and used["requests.storage"] == 2**30
+    new = claim(asks="gold")
+    with pytest.raises(errors.ApiError) as caught:
+        quota.check_quota(new, gold, used=used, counted=counted, adds=quota.object_usage(kind, new), is_pod=False)
+    assert caught.value.code == 403
+    assert str(caught.value) == (
+        "exceeded quota: gold, requested: persistentvolumeclaims=1, used: persistentvolumeclaims=1, "
+        "limited: persistentvolumeclaims=1"
+    )
