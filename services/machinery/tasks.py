@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+RECANCEL_AFTER = 10.0  # seconds a cancelled task may take to end before it is cancelled again
 
 
 def guarded(
@@ -47,17 +48,25 @@ def guarded(
 
 
 async def cancel_all(tasks: list[asyncio.Task[Any]]) -> None:
-    """Cancel tasks and wait for them to finish (idempotent)."""
+    """Cancel tasks and wait for them to finish (idempotent).
+
+    A task still running ``RECANCEL_AFTER`` seconds after its cancellation lost
+    it somewhere (a library that swallows ``CancelledError``, or a race like
+    CPython gh-86296): it is cancelled again, with a warning, rather than
+    waited on forever. A task's own failure is raised here, as ``await task``
+    would; our own cancellation passes through.
+    """
     for task in tasks:
         task.cancel()
     for task in tasks:
-        try:
-            await task
-        except asyncio.CancelledError:
-            if not task.cancelled():
-                raise
-            # The task we cancelled ended as asked. If *we* are being cancelled,
-            # the next await re-raises it, so nothing is swallowed.
+        while not task.done():
+            await asyncio.wait({task}, timeout=RECANCEL_AFTER)
+            if not task.done():
+                log.warning("%s is still running %.0f s after its cancellation; cancelling it again",
+                            task.get_name(), RECANCEL_AFTER)  # fmt: skip
+                task.cancel()
+        if not task.cancelled():
+            task.result()  # its failure, if it failed
     tasks.clear()
 
 

@@ -68,3 +68,54 @@ async def test_wait_for_returns_the_result_and_accepts_no_timeout() -> None:
 
     assert await tasks.wait_for(value(), 1) == "ok"
     assert await tasks.wait_for(value(), None) == "ok"
+
+
+async def test_cancel_all_cancels_again_a_task_that_lost_its_cancellation(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(tasks, "RECANCEL_AFTER", 0.05)
+    swallowed = 0
+
+    async def stubborn() -> None:
+        nonlocal swallowed
+        while True:
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                swallowed += 1
+                if swallowed > 1:
+                    raise  # the second cancellation is taken
+
+    task = asyncio.create_task(stubborn(), name="stubborn")
+    await asyncio.sleep(0)
+    await tasks.cancel_all([task])
+    assert task.cancelled() and swallowed == 2
+    assert "stubborn is still running" in caplog.text
+
+
+async def test_cancel_all_raises_a_task_failure_and_passes_our_cancellation() -> None:
+    async def failing() -> None:
+        try:
+            await asyncio.sleep(10)
+        finally:
+            raise RuntimeError("broken cleanup")
+
+    task = asyncio.create_task(failing())
+    await asyncio.sleep(0)
+    with pytest.raises(RuntimeError, match="broken cleanup"):
+        await tasks.cancel_all([task])
+
+    async def slow_cleanup() -> None:
+        try:
+            await asyncio.sleep(10)
+        finally:
+            await asyncio.shield(asyncio.sleep(0.2))
+
+    inner = asyncio.create_task(slow_cleanup())
+    await asyncio.sleep(0)
+    outer = asyncio.create_task(tasks.cancel_all([inner]))
+    await asyncio.sleep(0.01)
+    outer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await outer
+    await asyncio.wait({inner})
