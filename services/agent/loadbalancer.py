@@ -25,15 +25,15 @@ import json
 import logging
 import os
 import urllib.parse
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = Path("etc") / "k3s-agent-load-balancer.json"
 DIAL_TIMEOUT = 5.0  # seconds to connect to one server before trying the next
-CHUNK = 64 * 1024
+EARLY_BYTES = 256 * 1024  # what a client may send before its server is connected, held here
 
 
 def address_of(url: str) -> str:
@@ -139,14 +139,16 @@ class LoadBalancer:
         self.port = port
         self.dial_timeout = dial_timeout
         self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[Any]] = set()
+        self._dials: set[asyncio.Task[Any]] = set()
+        self._halves: set[_Half] = set()
 
     @property
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _Half(self._halves, self._connected), "127.0.0.1", self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("load balancer on 127.0.0.1:%d for %s", self.port, ", ".join(self.servers.all()))
 
@@ -155,12 +157,14 @@ class LoadBalancer:
         if self._server is not None:
             self._server.close()
             self._server = None
-        connections = list(self._connections)
-        for task in connections:
+        dials = list(self._dials)
+        for task in dials:
             task.cancel()
-        for task in connections:
+        for task in dials:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        for half in list(self._halves):
+            half.abort()
 
     def update(self, addresses: Iterable[str]) -> None:
         """New addresses from the Endpoints: reorder and persist when they changed."""
@@ -172,33 +176,30 @@ class LoadBalancer:
         except OSError as exc:
             log.warning("cannot save the server list %s: %s", self.state_file, exc)
 
-    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        # A connection's proxy task belongs to the balancer: stop() cancels what is left.
-        task = asyncio.get_running_loop().create_task(
-            self._proxy(reader, writer), name="load balancer connection"
-        )
-        self._connections.add(task)
-        task.add_done_callback(self._connections.discard)
+    def _connected(self, client: _Half) -> None:
+        """A client connected: dial a server for it (its dial task belongs to the balancer)."""
+        task = asyncio.get_running_loop().create_task(self._join(client), name="load balancer dial")
+        self._dials.add(task)
+        task.add_done_callback(self._dials.discard)
 
-    async def _proxy(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _join(self, client: _Half) -> None:
+        server = _Half(self._halves)
         try:
-            upstream = await self._dial()
-            if upstream is None:
+            if not await self._dial(server):
+                client.close()
                 return
-            up_reader, up_writer = upstream
-            try:
-                await asyncio.gather(_pump(reader, up_writer), _pump(up_reader, writer))
-            finally:
-                up_writer.close()
-        finally:
-            writer.close()
+        except BaseException:
+            client.abort()
+            raise
+        client.pair(server)
 
-    async def _dial(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+    async def _dial(self, server: _Half) -> bool:
+        loop = asyncio.get_running_loop()
         for address in self.servers.candidates():
             host, port = split_address(address)
             try:
                 async with asyncio.timeout(self.dial_timeout):
-                    connection = await asyncio.open_connection(host, port)
+                    await loop.create_connection(lambda: server, host, port)
             except (OSError, TimeoutError) as exc:
                 log.info("load balancer: %s failed (%s); trying the next server", address, exc)
                 self.servers.failed(address)
@@ -206,18 +207,98 @@ class LoadBalancer:
             if self.servers.current != address:
                 log.info("load balancer: now using %s", address)
             self.servers.succeeded(address)
-            return connection
+            return True
         log.warning("load balancer: no server answered (%s)", ", ".join(self.servers.all()))
-        return None
+        return False
 
 
-async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Copy until EOF, then half-close the other side (TLS close_notify still gets through)."""
-    try:
-        while data := await reader.read(CHUNK):
-            writer.write(data)
-            await writer.drain()
-        if writer.can_write_eof():
-            writer.write_eof()
-    except (ConnectionError, OSError):
-        writer.close()
+class _Half(asyncio.Protocol):
+    """One end of a proxied connection: what its socket receives, its peer's socket sends.
+
+    Callbacks, not a pair of read/write coroutines per connection: a chunk costs one
+    ``data_received`` and one ``write``. Flow control crosses over: when our socket's send
+    buffer fills, the peer stops reading until it drains. An EOF is passed on as a half-close
+    (TLS close_notify still gets through); the pair closes once both directions have ended or
+    either socket is lost. What a client sends before its server end is connected waits here
+    (up to ``EARLY_BYTES``, then its socket is not read until then).
+    """
+
+    def __init__(self, registry: set[_Half], on_connected: Callable[[_Half], None] | None = None) -> None:
+        self.registry = registry
+        self.on_connected = on_connected
+        self.transport: asyncio.Transport | None = None
+        self.peer: _Half | None = None
+        self.ended = False  # our socket sent EOF
+        self.lost = False
+        self._early: list[bytes] = []  # received before there was a peer to send it to
+        self._early_bytes = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+        self.registry.add(self)
+        if self.on_connected is not None:
+            self.on_connected(self)
+
+    def pair(self, peer: _Half) -> None:
+        self.peer, peer.peer = peer, self
+        if self.lost or peer.lost:  # one end left while we dialled: end the other
+            peer.close()
+            self.close()
+            return
+        self._pass_early()
+        peer._pass_early()
+
+    def _pass_early(self) -> None:
+        """Send on what arrived before there was a peer, and an EOF that did."""
+        assert self.peer is not None and self.peer.transport is not None and self.transport is not None
+        early, self._early = self._early, []
+        if early:
+            self.peer.transport.write(b"".join(early))
+        if self._early_bytes >= EARLY_BYTES:
+            self.transport.resume_reading()
+        self._early_bytes = 0
+        if self.ended:
+            self.eof_received()
+
+    def data_received(self, data: bytes) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.write(data)
+            return
+        self._early.append(data)
+        self._early_bytes += len(data)
+        if self._early_bytes >= EARLY_BYTES and self.transport is not None:
+            self.transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        self.ended = True
+        peer = self.peer
+        if peer is None or peer.transport is None:
+            return True  # an EOF before pairing: passed on then
+        if peer.ended:  # both directions are done
+            peer.transport.close()
+            return False
+        if peer.transport.can_write_eof():
+            peer.transport.write_eof()
+        return True  # keep our side open: the other direction may still carry data
+
+    def pause_writing(self) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.peer is not None and self.peer.transport is not None and not self.peer.lost:
+            self.peer.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.registry.discard(self)
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.close()  # sends what is buffered, then closes
+
+    def close(self) -> None:
+        if self.transport is not None and not self.lost:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None and not self.lost:
+            self.transport.abort()

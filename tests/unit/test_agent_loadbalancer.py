@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 from collections.abc import AsyncIterator
@@ -114,3 +115,44 @@ async def test_no_live_server_closes_the_connection(tmp_path: Path) -> None:
         assert await roundtrip(balancer.port) == b""
     finally:
         await balancer.stop()
+
+
+async def test_half_close_and_large_transfers_pass_through(tmp_path: Path) -> None:
+    """The client half-closes after a large upload; the server answers after its EOF."""
+    received = asyncio.get_running_loop().create_future()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        data = await reader.read()  # to EOF
+        received.set_result(len(data))
+        writer.write(b"got %d" % len(data) + b"x" * 3_000_000)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    address = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    balancer = loadbalancer.LoadBalancer(f"https://{address}", agent_dir=tmp_path)
+    await balancer.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", balancer.port)
+        writer.write(b"y" * 5_000_000)  # more than the early buffer and the socket buffers
+        writer.write_eof()
+        answer = await reader.read()
+        assert await received == 5_000_000
+        assert answer.startswith(b"got 5000000") and len(answer) == len(b"got 5000000") + 3_000_000
+        writer.close()
+    finally:
+        await balancer.stop()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_stop_cuts_open_connections(tmp_path: Path, echo: str) -> None:
+    balancer = loadbalancer.LoadBalancer(f"https://{echo}", agent_dir=tmp_path)
+    await balancer.start()
+    reader, writer = await asyncio.open_connection("127.0.0.1", balancer.port)
+    writer.write(b"hi")
+    assert await reader.read(1024) == b"echo:hi"
+    await balancer.stop()
+    with contextlib.suppress(ConnectionResetError):  # cut: an EOF or a reset, either way it ended
+        assert await reader.read(1024) == b""
+    writer.close()
