@@ -23,14 +23,14 @@ prunes and type-checks in a single pass. Duplicate keys cost one extra C-speed `
 of the body with a pairs hook; only when it finds one is the body walked again, pair by pair,
 to name the duplicates in upstream's order.
 
-CEL rules (``x-kubernetes-validations``) run after the schema checks, through ``cel.py``, with
+CEL rules (``x-kubernetes-validations``) run after the schema checks, through the ``cel`` package, with
 the stored object as ``oldSelf`` on update; as upstream, they are skipped (one cause says so)
 when the schema checks found a wrong type, a missing required field, an unsupported enum value
 or a size limit exceeded, since the rules were written for well-shaped objects.
 
 Not done: YAML bodies are not checked for duplicate keys (PyYAML keeps the last one);
 ``format: int32``/``int64`` are not range-checked (kube-openapi does not either); CEL rules have
-no cost budget (see ``cel.py`` for what else differs from cel-go).
+no cost budget (see the ``cel`` package for what else differs from cel-go).
 """
 
 from __future__ import annotations

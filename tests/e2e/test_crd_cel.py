@@ -57,7 +57,10 @@ SPEC = {
     },
     "x-kubernetes-validations": [
         {"rule": "self.minReplicas <= self.replicas"},
-        {"rule": "self.replicas <= 10", "messageExpression": "'replicas ' + string(self.replicas) + ' is over 10'"},
+        {
+            "rule": "self.replicas <= 10",
+            "messageExpression": "'replicas ' + string(self.replicas) + ' is over 10'",
+        },
     ],
 }
 
@@ -83,9 +86,13 @@ def test_crd_validation_rules(kubectl: Kubectl, tmp_path: Path) -> None:
 
         # An update that keeps the transition rule passes; one that breaks it is refused.
         kubectl("apply", "-f", write(path, scaler(group, "ok", minReplicas=1, replicas=4, zone="a")))
-        err = kubectl.fails("apply", "-f", write(path, scaler(group, "ok", minReplicas=1, replicas=4, zone="b")))
+        err = kubectl.fails(
+            "apply", "-f", write(path, scaler(group, "ok", minReplicas=1, replicas=4, zone="b"))
+        )
         assert 'spec.zone: Invalid value: "string": Value is immutable' in err
-        assert kubectl("get", f"scalers.{group}", "ok", "-o", "jsonpath={.spec.zone}/{.spec.replicas}") == "a/4"
+        assert (
+            kubectl("get", f"scalers.{group}", "ok", "-o", "jsonpath={.spec.zone}/{.spec.replicas}") == "a/4"
+        )
     finally:
         kubectl("delete", "crd", f"scalers.{group}")
 
@@ -99,3 +106,50 @@ def test_crd_whose_rule_does_not_compile_is_refused(kubectl: Kubectl, tmp_path: 
     assert "compilation failed: ERROR: <input>:1:20: Syntax error:" in err
     assert f"{field}[1].rule: Invalid value:" in err and "undefined field 'nope'" in err
     assert f"scalers.{group}" in kubectl.fails("get", "crd", f"scalers.{group}")
+
+
+LIBRARY_SPEC = {
+    "type": "object",
+    "properties": {
+        "memory": {
+            "type": "string",
+            "x-kubernetes-validations": [
+                {
+                    "rule": "isQuantity(self) && quantity(self).isLessThan(quantity('1Gi'))",
+                    "message": "must be under 1Gi",
+                }
+            ],
+        },
+        "address": {
+            "type": "string",
+            "x-kubernetes-validations": [
+                {
+                    "rule": "isIP(self) && cidr('10.43.0.0/16').containsIP(self)",
+                    "message": "must be in 10.43.0.0/16",
+                }
+            ],
+        },
+    },
+}
+
+
+def test_crd_rules_with_quantity_and_ip_libraries(kubectl: Kubectl, tmp_path: Path) -> None:
+    group = f"cellib{unique()}.example.com"
+    kubectl("apply", "-f", write(tmp_path / "crd.json", crd(group, LIBRARY_SPEC)))
+    try:
+        kubectl("wait", "--for=condition=Established", f"crd/scalers.{group}", "--timeout=60s")
+        path = tmp_path / "s.json"
+        kubectl("apply", "-f", write(path, scaler(group, "ok", memory="512Mi", address="10.43.0.10")))
+        assert kubectl("get", f"scalers.{group}", "ok", "-o", "jsonpath={.spec.memory}") == "512Mi"
+
+        err = kubectl.fails(
+            "apply", "-f", write(path, scaler(group, "big", memory="2Gi", address="10.43.0.10"))
+        )
+        assert 'spec.memory: Invalid value: "string": must be under 1Gi' in err
+        err = kubectl.fails(
+            "apply", "-f", write(path, scaler(group, "far", memory="1Mi", address="10.44.0.1"))
+        )
+        assert 'spec.address: Invalid value: "string": must be in 10.43.0.0/16' in err
+        assert kubectl("get", f"scalers.{group}", "-o", "name").split() == [f"scaler.{group}/ok"]
+    finally:
+        kubectl("delete", "crd", f"scalers.{group}")
