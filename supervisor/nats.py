@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import enum
 import functools
 import json
 import logging
@@ -43,6 +42,7 @@ import urllib.parse
 from pathlib import Path
 
 from services.machinery import tasks
+from services.machinery.lifecycle import State
 from supervisor import config, process
 
 logger = logging.getLogger(__name__)
@@ -60,14 +60,6 @@ _LEVELS = {"DBG": logging.DEBUG, "TRC": logging.DEBUG, "INF": logging.DEBUG, "WR
 
 class NatsError(Exception):
     """The bundled nats-server could not be started or died (one line, no secret)."""
-
-
-class State(enum.Enum):
-    NEW = "new"
-    STARTING = "starting"
-    RUNNING = "running"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
 
 
 @dataclasses.dataclass(frozen=True)

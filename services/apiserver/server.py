@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -37,16 +36,9 @@ from services.apiserver import settings as settings_
 from services.apiserver.auth import authn, node, rbac
 from services.kine import types
 from services.machinery import tasks
+from services.machinery.lifecycle import State
 
 log = logging.getLogger(__name__)
-
-
-class State(enum.Enum):
-    NEW = "new"
-    STARTING = "starting"
-    RUNNING = "running"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
 
 
 class _Uvicorn(uvicorn.Server):

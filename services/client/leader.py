@@ -36,6 +36,7 @@ from typing import Any
 from services.client import clock as clock_
 from services.client import errors, resources, types
 from services.machinery import tasks
+from services.machinery.lifecycle import State
 
 log = logging.getLogger(__name__)
 
@@ -73,14 +74,6 @@ class ElectionConfig:
 
 class LeadershipLost(Exception):
     """The lease could not be renewed (or was taken): whatever the leader was doing must stop."""
-
-
-class State(enum.Enum):
-    NEW = "new"
-    RUNNING = "running"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
-    FAILED = "failed"
 
 
 class _Attempt(enum.Enum):

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import enum
 import importlib
 import logging
 from collections.abc import Callable, Iterable, Mapping
@@ -51,6 +50,7 @@ from services.controllers import (
 )
 from services.controllers import settings as settings_
 from services.machinery import tasks
+from services.machinery.lifecycle import State
 
 log = logging.getLogger(__name__)
 
@@ -167,15 +167,6 @@ def enabled(selection: Iterable[str], available: Mapping[str, Factory]) -> list[
             if part and part != "*" and canonical(part) not in available:
                 log.warning("--controllers names %r, which is not available here", part)
     return [name for name in available if is_enabled(name, selection)]
-
-
-class State(enum.Enum):
-    NEW = "new"
-    STARTING = "starting"
-    RUNNING = "running"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
-    FAILED = "failed"
 
 
 class ControllerManager:

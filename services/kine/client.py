@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
-import enum
 import logging
 import socket
 from pathlib import Path
@@ -44,6 +43,7 @@ from google.protobuf import message
 from services.kine import types
 from services.kine.proto import kv_pb2, rpc_pb2
 from services.machinery import tasks
+from services.machinery.lifecycle import State
 
 log = logging.getLogger(__name__)
 
@@ -87,14 +87,6 @@ _COMPARE_RESULTS = {
     "<": rpc_pb2.Compare.LESS,
     ">": rpc_pb2.Compare.GREATER,
 }
-
-
-class State(enum.Enum):
-    NEW = "new"
-    STARTING = "starting"
-    RUNNING = "running"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

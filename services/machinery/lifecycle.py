@@ -1,5 +1,8 @@
 """The start/stop life of a long-running component (the scheduler, the node agent).
 
+``State`` is every component's (the API server, kine, the controllers, NATS and the leader
+elector use it without the ``Component`` base).
+
 A component starts once: ``start()`` moves it from NEW through STARTING to RUNNING around its own
 ``_start()``, and a ``_start()`` that fails stops what it had begun before the error goes on, so a
 caller never holds a half-started component. ``stop()`` is the component's own and idempotent. As
@@ -19,6 +22,7 @@ class State(enum.Enum):
     RUNNING = "running"
     STOPPING = "stopping"
     STOPPED = "stopped"
+    FAILED = "failed"  # ended by an error of its own, not by stop()
 
 
 class Component(abc.ABC):

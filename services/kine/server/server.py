@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import enum
 import errno
 import logging
 import os
@@ -34,6 +33,7 @@ from services.kine import types
 from services.kine.proto import rpc_pb2
 from services.kine.server import cluster, convert, errors, kv, lease, maintenance, watch
 from services.kine.server import metrics as kine_metrics
+from services.machinery.lifecycle import State
 
 logger = logging.getLogger(__name__)
 
@@ -60,14 +60,6 @@ HANDLER_DRAIN_TIMEOUT = 2.0
 STREAM_ENDED = "kine: server is stopping"
 
 Kind = Literal["unary", "unary_stream", "stream_stream"]
-
-
-class State(enum.Enum):
-    NEW = "new"
-    STARTING = "starting"
-    RUNNING = "running"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
 
 
 class ServerError(types.StoreError):
