@@ -8,11 +8,12 @@ whose run-to-completion pods (restartPolicy Never/OnFailure) succeed at once, as
 
 What is checked is what a user sees through kubectl: rollouts finish (``rollout status``), image
 changes keep ``maxUnavailable`` at every step, undo and scaling work, deletion cascades, Jobs
-complete, DaemonSets cover every node, StatefulSets create in order, silent nodes turn NotReady and
-lose their pods, namespaces empty out, placements follow requests, taints and affinity, manifests
-in ``server/manifests`` are applied, changed and removed with ``--disable``, and a rollout survives
-the controllers process being killed. Waits use kubectl's ``--timeout`` or a polling deadline;
-nothing asserts how fast anything is.
+complete, DaemonSets cover every node, StatefulSets create in order, nodes that never report or
+whose agent dies (a one-node virtual agent of their own, killed) turn NotReady and lose their pods,
+namespaces empty out, placements follow requests, taints and affinity, manifests in
+``server/manifests`` are applied, changed and removed with ``--disable``, and a rollout caught
+midway (``minReadySeconds`` makes it take several steps) survives the controllers process being
+killed. Waits use kubectl's ``--timeout`` or a polling deadline; nothing asserts how fast anything is.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +54,7 @@ fixtures = _Fixtures()
 
 GRACE = "6s"  # node-monitor-grace-period of these clusters (50 s by default)
 VIRTUAL_NODES = 3
+MIN_READY = 5  # minReadySeconds of the rollout killed midway: each step waits that long for its new pod
 
 
 wait_for = e2e.wait_for
@@ -92,6 +94,13 @@ class VirtualAgent:
                 self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 env=e2e.child_env(), start_new_session=True,
             )  # fmt: skip
+
+    def kill(self) -> None:
+        """SIGKILL, as a crashed or cut-off kubelet: no last status, its Leases simply stop."""
+        assert self.process is not None
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
 
     def stop(self) -> None:
         if self.process is None:
@@ -260,13 +269,46 @@ def test_rollout_survives_the_controllers_being_killed(
     ctl: Kubectl, workload_cluster: tuple[Cluster, VirtualAgent]
 ) -> None:
     cluster, _ = workload_cluster
-    ctl("create", "deployment", "api", "--image=registry.k8s.io/pause:3.9", "--replicas=3")
+    # Virtual pods are Ready at once; minReadySeconds holds each step until its new pod has been
+    # Ready that long, and with one pod replaced at a time the rollout takes three such steps.
+    ctl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "api"},
+        "spec": {"replicas": 3, "minReadySeconds": MIN_READY, "selector": {"matchLabels": {"app": "api"}},
+                 "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+                 "template": {"metadata": {"labels": {"app": "api"}},
+                              "spec": {"containers": [{"name": "main", "image": "registry.k8s.io/pause:3.9"}]}}},
+    }))  # fmt: skip
     ctl("rollout", "status", "deployment/api", "--timeout=90s")
-    ctl("set", "image", "deployment/api", "pause=registry.k8s.io/pause:3.10")
+    new_image = "registry.k8s.io/pause:3.10"
+    ctl("set", "image", "deployment/api", f"main={new_image}")
+
+    def under_way() -> bool:
+        new, old = replica_counts(ctl, "api", new_image)
+        return new >= 1 and old > 0
+
+    wait_for("the new ReplicaSet scaled up beside the old one", under_way)
     victim = child_pid(cluster, "controllers")
     os.kill(victim, signal.SIGKILL)
+    # A rollout only moves forward: unfinished now, it was unfinished when the process died.
+    new, old = replica_counts(ctl, "api", new_image)
+    assert old > 0, f"the rollout had already finished: {new} new, {old} old replicas"
     ctl("rollout", "status", "deployment/api", "--timeout=120s")
     assert child_pid(cluster, "controllers") != victim
+    assert replica_counts(ctl, "api", new_image) == (3, 0)
+    status = get_json(ctl, "deployment", "api")["status"]
+    assert (status["updatedReplicas"], status["availableReplicas"]) == (3, 3)
+
+
+def replica_counts(ctl: Kubectl, app: str, image: str) -> tuple[int, int]:
+    """The replicas wanted of ``app``'s ReplicaSet running ``image``, and of its other ReplicaSets."""
+    new = old = 0
+    for rs in get_json(ctl, "replicasets", "-l", f"app={app}")["items"]:
+        wanted = rs["spec"].get("replicas", 0)
+        if rs["spec"]["template"]["spec"]["containers"][0]["image"] == image:
+            new += wanted
+        else:
+            old += wanted
+    return new, old
 
 
 def child_pid(cluster: Cluster, component: str) -> int:
@@ -372,10 +414,61 @@ def test_silent_node_turns_not_ready_and_loses_its_pods(ctl: Kubectl) -> None:
         ctl("wait", f"node/{node}", "--for=condition=Ready=Unknown", "--timeout=90s")
         taints = json.loads(ctl("get", "node", node, "-o", "jsonpath={.spec.taints}") or "[]")
         assert ("node.kubernetes.io/unreachable", "NoExecute") in {(t["key"], t["effect"]) for t in taints}
-        wait_for("the stranded pod evicted", lambda: ctl.run("get", "pod", "stranded").returncode != 0
-                 or json.loads(ctl("get", "pod", "stranded", "-o", "json"))["metadata"].get("deletionTimestamp"))  # fmt: skip
+        wait_for("the stranded pod evicted", lambda: evicted(ctl, "stranded"))
     finally:
         ctl("delete", "node", node, "--wait=false")
+
+
+def test_node_whose_heartbeats_stop_turns_not_ready_and_loses_its_pods(
+    ctl: Kubectl, workload_cluster: tuple[Cluster, VirtualAgent], tmp_path: Path
+) -> None:
+    cluster, _ = workload_cluster
+    # An agent of its own for one node, so that this node alone falls silent when it is killed.
+    agent = VirtualAgent(cluster, tmp_path, count=1, name=f"hush-{fixtures.random_suffix()}")
+    node = f"{agent.name}-0"
+    agent.start()
+    try:
+        wait_for(f"{node} Ready", lambda: node in ready_nodes(ctl))
+        ctl("apply", "-f", "-", input=json.dumps({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "stranded"},
+            "spec": {"nodeName": node, "containers": [{"name": "main", "image": "registry.k8s.io/pause:3.9"}],
+                     "tolerations": [{"key": "node.kubernetes.io/unreachable", "operator": "Exists",
+                                      "effect": "NoExecute", "tolerationSeconds": 2}]},
+        }))  # fmt: skip
+        ctl("wait", "pod/stranded", "--for=condition=Ready", "--timeout=90s")
+        renewed = lease_renew_time(ctl, node)
+        wait_for("the node's Lease renewed", lambda: lease_renew_time(ctl, node) != renewed)
+
+        agent.kill()
+        last_renewal = lease_renew_time(ctl, node)
+        ctl("wait", f"node/{node}", "--for=condition=Ready=Unknown", "--timeout=90s")
+        assert lease_renew_time(ctl, node) == last_renewal
+        ready = next(c for c in get_json(ctl, "node", node)["status"]["conditions"] if c["type"] == "Ready")
+        assert (ready["reason"], ready["message"]) == (
+            "NodeStatusUnknown",
+            "Kubelet stopped posting node status.",
+        )
+        taints = json.loads(ctl("get", "node", node, "-o", "jsonpath={.spec.taints}") or "[]")
+        assert ("node.kubernetes.io/unreachable", "NoExecute") in {(t["key"], t["effect"]) for t in taints}
+        wait_for("the stranded pod evicted", lambda: evicted(ctl, "stranded"))
+        selector = "involvedObject.name=stranded,reason=TaintManagerEviction"
+        wait_for(
+            "the eviction's event", lambda: get_json(ctl, "events", "--field-selector", selector)["items"]
+        )
+    finally:
+        agent.stop()
+        ctl("delete", "node", node, "--ignore-not-found")
+
+
+def evicted(ctl: Kubectl, name: str) -> bool:
+    """Whether pod ``name`` is gone or being deleted."""
+    result = ctl.run("get", "pod", name, "-o", "json", "--ignore-not-found")
+    assert result.returncode == 0, result.stderr
+    return not result.stdout.strip() or bool(json.loads(result.stdout)["metadata"].get("deletionTimestamp"))
+
+
+def lease_renew_time(ctl: Kubectl, node: str) -> str:
+    return ctl("get", "lease", node, "--namespace=kube-node-lease", "-o", "jsonpath={.spec.renewTime}")
 
 
 def test_deleting_a_namespace_removes_everything_in_it(ctl: Kubectl) -> None:
@@ -392,12 +485,7 @@ def test_deleting_a_namespace_removes_everything_in_it(ctl: Kubectl) -> None:
 def test_placement_and_failed_scheduling(ctl: Kubectl) -> None:
     nodes = virtual_nodes(ctl)
     target = nodes[0]
-    ctl("apply", "-f", "-", input=json.dumps({
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "pinned"},
-        "spec": {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-            {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": [target]}]}]}}},
-            "containers": [{"name": "main", "image": "registry.k8s.io/pause:3.9"}]},
-    }))  # fmt: skip
+    ctl("apply", "-f", "-", input=json.dumps(pod_on("pinned", [target])))
     ctl("wait", "pod/pinned", "--for=condition=PodScheduled", "--timeout=90s")
     assert ctl("get", "pod", "pinned", "-o", "jsonpath={.spec.nodeName}") == target
 
@@ -406,14 +494,7 @@ def test_placement_and_failed_scheduling(ctl: Kubectl) -> None:
         "spec": {"containers": [{"name": "main", "image": "registry.k8s.io/pause:3.9",
                                  "resources": {"requests": {"cpu": "10000"}}}]},
     }))  # fmt: skip
-
-    def failed_scheduling() -> str:
-        events = get_json(
-            ctl, "events", "--field-selector", "involvedObject.name=huge,reason=FailedScheduling"
-        )
-        return " ".join(e.get("message", "") for e in events["items"])
-
-    message = wait_for("a FailedScheduling event", failed_scheduling)
+    message = wait_for("a FailedScheduling event", lambda: failed_scheduling(ctl, "huge"))
     assert f"0/{len(ready_nodes(ctl))} nodes are available" in message
     assert "Insufficient cpu" in message
     condition = json.loads(ctl("get", "pod", "huge", "-o", "jsonpath={.status.conditions[0]}"))
@@ -421,6 +502,49 @@ def test_placement_and_failed_scheduling(ctl: Kubectl) -> None:
         "PodScheduled",
         "False",
         "Unschedulable",
+    )
+
+
+def test_taints_keep_out_pods_without_the_toleration(ctl: Kubectl) -> None:
+    nodes = virtual_nodes(ctl)
+    tainted, other = nodes[1], nodes[2]
+    key = "e2e-dedicated"
+    ctl("taint", "nodes", tainted, f"{key}={ctl.namespace}:NoSchedule")
+    try:
+        toleration = {"key": key, "operator": "Equal", "value": ctl.namespace, "effect": "NoSchedule"}
+        ctl("apply", "-f", "-", input=json.dumps(pod_on("avoider", [tainted, other])))
+        ctl("apply", "-f", "-", input=json.dumps(pod_on("tolerant", [tainted], tolerations=[toleration])))
+        ctl("apply", "-f", "-", input=json.dumps(pod_on("stuck", [tainted])))
+        for name in ("avoider", "tolerant"):
+            ctl("wait", f"pod/{name}", "--for=condition=PodScheduled", "--timeout=90s")
+        assert ctl("get", "pod", "avoider", "-o", "jsonpath={.spec.nodeName}") == other
+        assert ctl("get", "pod", "tolerant", "-o", "jsonpath={.spec.nodeName}") == tainted
+
+        message = wait_for("a FailedScheduling event", lambda: failed_scheduling(ctl, "stuck"))
+        assert f"1 node(s) had untolerated taint {{{key}: {ctl.namespace}}}" in message
+        assert "2 node(s) didn't match Pod's node affinity/selector" in message
+        assert not ctl("get", "pod", "stuck", "-o", "jsonpath={.spec.nodeName}")
+    finally:
+        ctl("delete", "pod", "stuck", "--ignore-not-found", "--wait=false")
+        ctl("taint", "nodes", tainted, f"{key}:NoSchedule-")
+
+
+def pod_on(name: str, hosts: list[str], *, tolerations: Sequence[dict[str, str]] = ()) -> dict[str, Any]:
+    """A pause pod whose required node affinity allows only ``hosts``."""
+    affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": hosts}]}]}}}  # fmt: skip
+    return {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {"affinity": affinity, "tolerations": list(tolerations),
+                 "containers": [{"name": "main", "image": "registry.k8s.io/pause:3.9"}]},
+    }  # fmt: skip
+
+
+def failed_scheduling(ctl: Kubectl, pod: str) -> str:
+    """The messages of the FailedScheduling events of ``pod``, joined."""
+    selector = f"involvedObject.name={pod},reason=FailedScheduling"
+    return " ".join(
+        e.get("message", "") for e in get_json(ctl, "events", "--field-selector", selector)["items"]
     )
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from services.machinery import quantity
-from services.scheduler import cache, filters, podinfo, types
+from services.scheduler import algorithm, cache, filters, podinfo, types
 
 READY = [{"type": "Ready", "status": "True"}]
 
@@ -120,6 +120,41 @@ def test_resources_fit_extended_resources_and_exact_fit() -> None:
     gpu["spec"]["containers"][0]["resources"]["requests"]["nvidia.com/gpu"] = "2"
     assert reasons(check(gpu, "n", made)) == ("Insufficient nvidia.com/gpu",)
     assert check(pod(cpu="1000m"), "n", made) is None  # exactly what is left fits
+
+
+def with_storage(obj: dict[str, Any], amount: str, *, field: str = "requests") -> dict[str, Any]:
+    """``obj`` with an ephemeral-storage request (or limit) on its container."""
+    obj["spec"]["containers"][0]["resources"].setdefault(field, {})["ephemeral-storage"] = amount
+    return obj
+
+
+def test_resources_fit_ephemeral_storage() -> None:
+    made = cluster(node("n", **{"ephemeral-storage": "10Gi"}), node("bare"),
+                   pods=(with_storage(pod("there", node_name="n"), "6Gi"),))  # fmt: skip
+    status = check(with_storage(pod(), "5Gi"), "n", made)
+    assert status is not None and status.code == filters.UNSCHEDULABLE
+    assert status.plugin == filters.NODE_RESOURCES_FIT
+    assert status.reasons == ("Insufficient ephemeral-storage",)
+    assert check(with_storage(pod(), "4Gi"), "n", made) is None  # exactly what is left fits
+    assert reasons(check(with_storage(pod(), "5Gi", field="limits"), "n", made)) == (
+        "Insufficient ephemeral-storage",
+    )  # requests default to limits
+    both = with_storage(pod(cpu="5"), "5Gi")
+    assert reasons(check(both, "n", made)) == ("Insufficient cpu", "Insufficient ephemeral-storage")
+    # a node that reports no ephemeral storage has none to give, but pods asking none still fit it
+    assert reasons(check(with_storage(pod(), "1Mi"), "bare", made)) == ("Insufficient ephemeral-storage",)
+    assert check(pod(), "bare", made) is None
+
+
+def test_ephemeral_storage_in_the_failed_scheduling_message() -> None:
+    made = cluster(node("a", **{"ephemeral-storage": "1Gi"}), node("b", **{"ephemeral-storage": "2Gi"}))
+    scheduler = algorithm.Algorithm()
+    decision = scheduler.schedule(podinfo.from_pod(with_storage(pod(), "2Gi")), made, types.MemoryListers())
+    assert decision.node == "b"
+    made.assume(podinfo.from_pod(with_storage(pod("first"), "2Gi")), "b")
+    decision = scheduler.schedule(podinfo.from_pod(with_storage(pod(), "2Gi")), made, types.MemoryListers())
+    assert not decision.node and decision.error is not None
+    assert decision.error.message() == "0/2 nodes are available: 2 Insufficient ephemeral-storage."
 
 
 def test_assumed_pods_take_room_until_forgotten() -> None:
