@@ -405,18 +405,23 @@ def test_silent_node_turns_not_ready_and_loses_its_pods(ctl: Kubectl) -> None:
                                          "lastHeartbeatTime": now, "lastTransitionTime": now}]}}  # fmt: skip
     ctl("patch", "node", node, "--subresource=status", "--type=merge", "-p", json.dumps(status))
     try:
-        ctl("apply", "-f", "-", input=json.dumps({
-            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "stranded"},
-            "spec": {"nodeName": node, "containers": [{"name": "main", "image": "registry.k8s.io/pause:3.9"}],
-                     "tolerations": [{"key": "node.kubernetes.io/unreachable", "operator": "Exists",
-                                      "effect": "NoExecute", "tolerationSeconds": 2}]},
-        }))  # fmt: skip
+        ctl("apply", "-f", "-", input=stranded_pod(node))
         ctl("wait", f"node/{node}", "--for=condition=Ready=Unknown", "--timeout=90s")
         taints = json.loads(ctl("get", "node", node, "-o", "jsonpath={.spec.taints}") or "[]")
         assert ("node.kubernetes.io/unreachable", "NoExecute") in {(t["key"], t["effect"]) for t in taints}
         wait_for("the stranded pod evicted", lambda: evicted(ctl, "stranded"))
     finally:
         ctl("delete", "node", node, "--wait=false")
+
+
+def stranded_pod(node: str) -> str:
+    """A pod bound to ``node`` that tolerates its loss for 2 s only."""
+    return json.dumps({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "stranded"},
+        "spec": {"nodeName": node, "containers": [{"name": "main", "image": "registry.k8s.io/pause:3.9"}],
+                 "tolerations": [{"key": "node.kubernetes.io/unreachable", "operator": "Exists",
+                                  "effect": "NoExecute", "tolerationSeconds": 2}]},
+    })  # fmt: skip
 
 
 def test_node_whose_heartbeats_stop_turns_not_ready_and_loses_its_pods(
@@ -429,12 +434,7 @@ def test_node_whose_heartbeats_stop_turns_not_ready_and_loses_its_pods(
     agent.start()
     try:
         wait_for(f"{node} Ready", lambda: node in ready_nodes(ctl))
-        ctl("apply", "-f", "-", input=json.dumps({
-            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "stranded"},
-            "spec": {"nodeName": node, "containers": [{"name": "main", "image": "registry.k8s.io/pause:3.9"}],
-                     "tolerations": [{"key": "node.kubernetes.io/unreachable", "operator": "Exists",
-                                      "effect": "NoExecute", "tolerationSeconds": 2}]},
-        }))  # fmt: skip
+        ctl("apply", "-f", "-", input=stranded_pod(node))
         ctl("wait", "pod/stranded", "--for=condition=Ready", "--timeout=90s")
         renewed = lease_renew_time(ctl, node)
         wait_for("the node's Lease renewed", lambda: lease_renew_time(ctl, node) != renewed)
