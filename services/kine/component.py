@@ -8,13 +8,16 @@ own (a root loop died), and it works as ``async with``.
 Several kine processes sharing one PostgreSQL/MySQL database wake each other
 through the bus: after each local commit a notice with the new revision goes to
 ``kine.changes``; a notice from elsewhere wakes this process's poll loop at once.
-The 1 s poll stays as the fallback when the bus is down.
+The 1 s poll stays as the fallback when the bus is down. On a database no other
+process writes (SQLite) there is nobody to tell and nothing to hear, so kine
+connects but neither publishes nor subscribes: there a notice per group commit,
+echoed back by NATS, only cost CPU (10-15% of kine's per create, and ~0.07 ms of
+the NATS server's; docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 from typing import Any
 
@@ -25,18 +28,11 @@ from services.kine.dialects import redact
 from services.kine.logstructured import store
 from services.kine.server import server as grpc_server
 from services.machinery import tasks
+from services.machinery.lifecycle import State
 
 log = logging.getLogger(__name__)
 
 SUBJECT = "kine.changes"
-
-
-class State(enum.Enum):
-    NEW = "new"
-    STARTING = "starting"
-    RUNNING = "running"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
 
 
 class Kine:
@@ -96,6 +92,8 @@ class Kine:
             self._own_bus = True
         if self._bus is None:
             return
+        if not self.backend.log.dialect.shared:
+            return  # the only writer of its database: a notice would reach no one
         self._subscription = await self._bus.subscribe(SUBJECT, self._on_notice)
         self.backend.log.on_commit(self._on_commit)
         self._tasks.append(tasks.guarded(self._publish_loop(), name="kine change notices", on_failure=self._fail))
