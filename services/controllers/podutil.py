@@ -33,7 +33,26 @@ from services.client import errors, store
 from services.machinery import selectors
 
 OWNER_UID_INDEX = "owner-uid"  # informer index: objects by the uid of each owner
-INDEXERS: dict[str, store.IndexFunc] = {OWNER_UID_INDEX: store.by_owner_uid}
+ORPHAN_INDEX = "orphans"  # informer index: objects with no controller, by namespace
+ORPHAN_LABEL_INDEX = "orphan-labels"  # the same, by namespace and each label (``ns\0key=value``)
+
+
+def _orphan_of_namespace(obj: Mapping[str, Any]) -> list[str]:
+    return [] if controller_ref(obj) is not None else [(obj.get("metadata") or {}).get("namespace", "")]
+
+
+def _orphan_labels(obj: Mapping[str, Any]) -> list[str]:
+    if controller_ref(obj) is not None:
+        return []
+    namespace = (obj.get("metadata") or {}).get("namespace", "")
+    return [f"{namespace}\0{key}={value}" for key, value in labels_of(obj).items()]
+
+
+INDEXERS: dict[str, store.IndexFunc] = {
+    OWNER_UID_INDEX: store.by_owner_uid,
+    ORPHAN_INDEX: _orphan_of_namespace,
+    ORPHAN_LABEL_INDEX: _orphan_labels,
+}
 POD_TEMPLATE_HASH_LABEL = "pod-template-hash"
 SAFE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # upstream's rand.SafeEncodeString alphabet
 EXPECTATIONS_TTL = 300.0  # seconds; client-go's ExpectationsTimeout: a lost watch event cannot wedge a key
@@ -164,6 +183,31 @@ def owned_by(informer_store: store.Store, owner: Mapping[str, Any]) -> list[Obj]
     """Objects in ``informer_store`` whose controller reference names ``owner`` (needs ``INDEXERS``)."""
     uid = (owner.get("metadata") or {}).get("uid", "")
     return [o for o in informer_store.by_index(OWNER_UID_INDEX, uid) if is_controlled_by(o, owner)]
+
+
+def claim_candidates(
+    informer_store: store.Store, owner: Mapping[str, Any], selector: selectors.LabelSelector
+) -> list[Obj]:
+    """What ``claim`` can take for ``owner``: the objects that name it as an owner, and the orphans
+    of its namespace that may match ``selector`` (needs ``INDEXERS``). ``claim`` would skip every
+    other object of the namespace; not walking them matters when a namespace holds thousands of
+    pods, since an owner is synced again at nearly every change of one of its pods. The orphans
+    come from the label index when the selector requires a label value (every workload selector
+    does), else from all of the namespace's."""
+    md = owner.get("metadata") or {}
+    namespace = md.get("namespace", "")
+    found = {store.key_of(o): o for o in informer_store.by_index(OWNER_UID_INDEX, md.get("uid", ""))}
+    if selector.nothing:
+        return list(found.values())
+    pinned = next((r for r in selector.requirements if r.operator in selectors.VALUE_OPERATORS), None)
+    if pinned is None:
+        orphans = informer_store.by_index(ORPHAN_INDEX, namespace)
+    else:
+        buckets = (f"{namespace}\0{pinned.key}={value}" for value in pinned.values)
+        orphans = [o for bucket in buckets for o in informer_store.by_index(ORPHAN_LABEL_INDEX, bucket)]
+    for orphan in orphans:
+        found.setdefault(store.key_of(orphan), orphan)
+    return list(found.values())
 
 
 def selector_of(spec: Mapping[str, Any]) -> selectors.LabelSelector:

@@ -132,11 +132,11 @@ class ReplicaSetController(base.QueueController):
             return
         needs_sync = self.expectations.satisfied(key)
         spec = owner.get("spec") or {}
-        namespace = owner["metadata"].get("namespace", "")
-        active = [p for p in self.pods.store.list_namespace(namespace) if podutil.is_active(p)]
+        selector = podutil.selector_of(spec)
+        active = [p for p in podutil.claim_candidates(self.pods.store, owner, selector) if podutil.is_active(p)]
         pods = await podutil.claim(
             self.ctx.api, resources.PODS, owner=owner, owner_ref=self._reference(owner), candidates=active,
-            selector=podutil.selector_of(spec), can_adopt=lambda: self._still_there(owner),
+            selector=selector, can_adopt=lambda: self._still_there(owner),
         )  # fmt: skip
         failure: Exception | None = None
         gone: set[str] = set()

@@ -30,6 +30,7 @@ from services.machinery import errors, meta
 EXISTS, DOES_NOT_EXIST = "exists", "!"
 IN, NOT_IN = "in", "notin"
 EQUALS, DOUBLE_EQUALS, NOT_EQUALS = "=", "==", "!="
+VALUE_OPERATORS = frozenset({IN, EQUALS, DOUBLE_EQUALS})  # operators that require a label to have one of given values
 GREATER, LESS = "gt", "lt"
 
 _INT64 = re.compile(r"[+-]?[0-9]+")

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from services.client import errors, fake, resources
+from services.client import errors, fake, resources, store
 from services.controllers import podutil
+from services.machinery import selectors
 
 T0 = datetime.datetime(2026, 1, 1, 12, 0, 0, tzinfo=datetime.UTC)
 
@@ -153,3 +154,33 @@ async def test_claim_adopts_matching_orphans_and_releases_mismatches() -> None:
 @pytest.mark.parametrize("status,expected", [({"replicas": 0}, {}), ({"a": 1, "b": [], "c": None}, {"a": 1})])
 def test_omit_zero(status: dict[str, Any], expected: dict[str, Any]) -> None:
     assert podutil.omit_zero(status) == expected
+
+
+def test_claim_candidates_are_the_owners_pods_and_the_orphans_that_may_match() -> None:
+    pods = store.Store(podutil.INDEXERS)
+    owner = {"metadata": {"name": "rs", "namespace": "a", "uid": "u1"}}
+    other = {"metadata": {"name": "rs2", "namespace": "a", "uid": "u2"}}
+
+    def pod(name: str, *owners: dict[str, Any], namespace: str = "a", app: str = "web",
+            controller: bool = True) -> dict[str, Any]:  # fmt: skip
+        refs = [{"uid": o["metadata"]["uid"], "name": o["metadata"]["name"], "kind": "ReplicaSet",
+                 "controller": controller} for o in owners]  # fmt: skip
+        return {"metadata": {"name": name, "namespace": namespace, "labels": {"app": app}, "ownerReferences": refs}}
+
+    for obj in (pod("mine", owner, app="other"), pod("theirs", other), pod("orphan"), pod("orphan-db", app="db"),
+                pod("elsewhere", namespace="b"), pod("loosely-owned", other, controller=False)):  # fmt: skip
+        pods.put(obj)
+
+    def names(who: dict[str, Any], selector: selectors.LabelSelector) -> list[str]:
+        return sorted(o["metadata"]["name"] for o in podutil.claim_candidates(pods, who, selector))
+
+    web = selectors.from_label_selector_dict({"matchLabels": {"app": "web"}})
+    assert names(owner, web) == ["loosely-owned", "mine", "orphan"]  # owned whatever its labels; no controller: an orphan
+    either = selectors.from_label_selector_dict({"matchExpressions": [{"key": "app", "operator": "In", "values": ["web", "db"]}]})
+    assert names(owner, either) == ["loosely-owned", "mine", "orphan", "orphan-db"]
+    some_app = selectors.from_label_selector_dict({"matchExpressions": [{"key": "app", "operator": "Exists"}]})
+    assert names(owner, some_app) == ["loosely-owned", "mine", "orphan", "orphan-db"]  # every orphan of the namespace
+    assert names(owner, selectors.NOTHING) == ["mine"]
+    pods.put(pod("orphan", owner))  # adopted: filed under its owner, no longer an orphan
+    assert names(owner, web) == ["loosely-owned", "mine", "orphan"]
+    assert names(other, web) == ["loosely-owned", "theirs"]
