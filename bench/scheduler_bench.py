@@ -24,6 +24,14 @@ Cells, in this order, on the same cluster:
   pod bound, and from its readiness (caches synced) to the last pod bound;
 - deployment burst: with the scheduler running, 1,000 pods are created at once (the pods a
   1,000-replica Deployment's ReplicaSet creates); time from the first create to the last bound;
+- deployment: the controller manager joins (every controller, ``bench/controllers_host.py``;
+  started and settled before the clock starts), and one Deployment of 1,000 replicas with the
+  same pod template is created; time from the create to the last pod seen created (Deployment ->
+  ReplicaSet -> pods, in slow-start batches of at most 500 per sync) and to the last bound. In
+  the server shape the manager runs in a process of its own over HTTPS with
+  ``controller.kubeconfig``, as under the supervisor; with ``--shape edge`` it shares this
+  process, calling the API in-process. It is stopped after the cell, so the stream cell runs as
+  before;
 - stream: 10,000 more pods created as fast as the load process can while the scheduler runs
   (scheduler_perf's shape); pods/s from the first create to the last bound, beside the creation
   rate, which bounds it.
@@ -33,7 +41,7 @@ with ``spec.nodeName`` set; the scheduler's own belief is not counted. Scheduled
 written as kube-scheduler writes them (``--no-events`` turns them off to see their cost).
 
 Usage: ``python bench/scheduler_bench.py [--nodes 1000] [--pods 10000] [--shape server|edge]
-[--datastore sqlite|memory] [--out FILE] [--quick]``.
+[--deployment 1000] [--datastore sqlite|memory] [--out FILE] [--quick]``.
 """
 
 from __future__ import annotations
@@ -60,11 +68,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run as a script from anywhere in a checkout
 
-from bench import http_load  # noqa: E402
+from bench import controllers_host, http_load  # noqa: E402
 from services.apiserver import app as app_  # noqa: E402
 from services.apiserver import server, tls  # noqa: E402
 from services.apiserver import settings as apiserver_settings  # noqa: E402
 from services.client import api, config, informer, resources  # noqa: E402
+from services.controllers import component as controllers_component  # noqa: E402
 from services.kine import endpoint  # noqa: E402
 from services.kine import settings as kine_settings  # noqa: E402
 from services.scheduler import component  # noqa: E402
@@ -78,6 +87,7 @@ CLUSTERLOADER2 = 400  # pods/s, scheduler-throughput
 TARGET_RATE = 400  # pods/s, the issue's target
 TARGET_BURST = 10.0  # seconds for 1,000 replicas
 NAMESPACE = "default"
+DEPLOYMENT = "bench-deployment"
 
 
 # -- objects ---------------------------------------------------------------------------------------
@@ -96,13 +106,28 @@ def node_body(i: int) -> bytes:
     })  # fmt: skip
 
 
+def pod_spec() -> dict[str, Any]:
+    return {"containers": [{"name": "pause", "image": "registry.k8s.io/pause:3.10",
+                            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}}]}  # fmt: skip
+
+
 def pod_body(cell: str, i: int) -> bytes:
     return orjson.dumps({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": f"{cell}-{i:05d}", "namespace": NAMESPACE, "labels": {"bench-cell": cell}},
-        "spec": {"containers": [{"name": "pause", "image": "registry.k8s.io/pause:3.10",
-                                 "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}}]},
+        "spec": pod_spec(),
     })  # fmt: skip
+
+
+def deployment_body(replicas: int) -> dict[str, Any]:
+    """The same pause pod as the other cells, as a Deployment's template, labelled for counting."""
+    labels = {"app": DEPLOYMENT, "bench-cell": "deployment"}
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": DEPLOYMENT, "namespace": NAMESPACE},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": DEPLOYMENT}},
+                 "template": {"metadata": {"labels": labels}, "spec": pod_spec()}},
+    }  # fmt: skip
 
 
 # -- the API server child process ------------------------------------------------------------------
@@ -212,35 +237,40 @@ class CpuMeter:
 
 
 class BoundCounter:
-    """Wall-clock time at which each pod was seen bound, per cell, from an informer's events."""
+    """Wall-clock time at which each pod was first seen (created) and seen bound, per cell, from an
+    informer's events."""
 
     def __init__(self) -> None:
+        self.seen: dict[str, dict[str, float]] = {}
         self.bound: dict[str, dict[str, float]] = {}
         self.events = asyncio.Event()
 
     def handle(self, old: dict[str, Any] | None, new: dict[str, Any]) -> None:
+        md = new.get("metadata") or {}
+        cell = (md.get("labels") or {}).get("bench-cell", "")
+        name = md.get("name", "")
+        now = time.time()
+        self.seen.setdefault(cell, {}).setdefault(name, now)
+        self.events.set()
         if not (new.get("spec") or {}).get("nodeName"):
             return
         if old is not None and (old.get("spec") or {}).get("nodeName"):
             return
-        md = new.get("metadata") or {}
-        cell = (md.get("labels") or {}).get("bench-cell", "")
-        self.bound.setdefault(cell, {}).setdefault(md.get("name", ""), time.time())
-        self.events.set()
+        self.bound.setdefault(cell, {}).setdefault(name, now)
 
-    async def wait(self, cell: str, count: int) -> float:
+    async def wait(self, cell: str, count: int, *, what: str = "bound") -> float:
+        """The time the ``count``-th pod of ``cell`` was seen ``what`` ("bound" or "seen")."""
+        times = self.bound if what == "bound" else self.seen
         deadline = time.monotonic() + BOUND_DEADLINE
-        while len(self.bound.get(cell, ())) < count:
+        while len(times.get(cell, ())) < count:
             if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"{cell}: {len(self.bound.get(cell, ()))}/{count} bound in {BOUND_DEADLINE}s"
-                )
+                raise TimeoutError(f"{cell}: {len(times.get(cell, ()))}/{count} {what} in {BOUND_DEADLINE}s")
             self.events.clear()
             try:
                 await asyncio.wait_for(self.events.wait(), 1.0)
             except TimeoutError:
                 pass
-        return max(self.bound[cell].values())
+        return max(times[cell].values())
 
 
 # -- the run -----------------------------------------------------------------------------------------
@@ -276,7 +306,9 @@ async def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
         print(f"created {args.pods} pending pods in {ended - started:.1f}s ({rate:.0f}/s)", flush=True)
 
         if in_process is not None:
-            client = scheduler_client_inprocess(in_process[0])
+            client = client_inprocess(
+                in_process[0], user="system:kube-scheduler", user_agent="kube-scheduler"
+            )
         else:
             client = api.ApiClient(config.load_kubeconfig(kubeconfig.component_path(data_dir, "scheduler")),
                                    user_agent="kube-scheduler")  # fmt: skip
@@ -316,6 +348,9 @@ async def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
         print(f"burst: {args.burst} pods created in {ended - started:.1f}s, all bound {last - started:.1f}s "
               "after the first create", flush=True)  # fmt: skip
 
+        if args.deployment:
+            results["deployment"] = await deployment_cell(args, ctx, data_dir, in_process, counter, meter)
+
         if args.stream:
             process, conn = run_load(ctx, admin, "pod", "stream", args.stream)
             started, ended, rate = await finish_load(process, conn)
@@ -342,6 +377,65 @@ async def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
     return results
 
 
+async def deployment_cell(
+    args: argparse.Namespace,
+    ctx: Any,
+    data_dir: Path,
+    in_process: tuple[server.ApiServer, Any] | None,
+    counter: BoundCounter,
+    meter: CpuMeter,
+) -> dict[str, Any]:
+    """The controller manager joins and settles; then one Deployment of ``args.deployment`` replicas
+    is created and timed until its last pod is seen created and seen bound. The manager stops after."""
+    admin = api.ApiClient(config.load_kubeconfig(kubeconfig.component_path(data_dir, "admin")),
+                          user_agent="scheduler-bench")  # fmt: skip
+    child: controllers_host.ChildManager | None = None
+    manager: controllers_component.ControllerManager | None = None
+    client: api.ApiClient | None = None
+    try:
+        if in_process is not None:
+            client = client_inprocess(in_process[0], user="system:kube-controller-manager",
+                                      user_agent=controllers_component.USER_AGENT)  # fmt: skip
+            manager, active, settled = await controllers_host.start(
+                controllers_host.settings(data_dir), client=client
+            )
+        else:
+            child = controllers_host.ChildManager(
+                ctx, data_dir, kubeconfig.component_path(data_dir, "controller")
+            )
+            active, settled = await child.start()
+        print(f"controllers: leading {active:.1f}s after start, work queues quiet {settled:.1f}s after start",
+              flush=True)  # fmt: skip
+        controllers_cpu = cpu_seconds(child.pid) if child is not None else 0.0
+        meter.lap()
+        t0 = time.time()
+        await admin.create(resources.DEPLOYMENTS, deployment_body(args.deployment))
+        created = await counter.wait("deployment", args.deployment, what="seen")
+        bound = await counter.wait("deployment", args.deployment)
+        cpu = meter.lap()
+        if child is not None:
+            controllers_cpu = cpu_seconds(child.pid) - controllers_cpu
+    finally:
+        if manager is not None:
+            await manager.stop()
+        if client is not None:
+            await client.aclose()
+        if child is not None:
+            await child.stop()
+        await admin.aclose()
+    seconds = bound - t0
+    print(f"deployment: {args.deployment} replicas, all pods created {created - t0:.1f}s and all bound "
+          f"{seconds:.1f}s after the create (target < {TARGET_BURST:.0f} s: {verdict(seconds < TARGET_BURST)})",
+          flush=True)  # fmt: skip
+    if in_process is not None:
+        print(f"  cpu: one process (API server, scheduler, controllers) {cpu[0]:.1f}s", flush=True)
+    else:
+        print(f"  cpu: scheduler process {cpu[0]:.1f}s, API server {cpu[1]:.1f}s, controllers process "
+              f"{controllers_cpu:.1f}s", flush=True)  # fmt: skip
+    return {"created": created - t0, "bound": seconds, "active": active, "settled": settled,
+            "cpu": (cpu[0], cpu[1], controllers_cpu)}  # fmt: skip
+
+
 def attempt_latency(scheduler: component.Scheduler) -> float:
     """Mean seconds of a successful attempt (deciding plus writing the binding)."""
     total = count = 0.0
@@ -356,14 +450,15 @@ def attempt_latency(scheduler: component.Scheduler) -> float:
     return total / count if count else 0.0
 
 
-def scheduler_client_inprocess(api_server: server.ApiServer) -> api.ApiClient:
+def client_inprocess(api_server: server.ApiServer, *, user: str, user_agent: str) -> api.ApiClient:
+    """A client calling the API server's app in this process as ``user``, as the edge profile's are."""
     made = api_server.api
     assert made is not None
     app = app_.ApiApp(
         made, authenticator=made.authenticator, authorizer=made.authorizer,
         credentials=tls.credentials_from_scope, server_address=f"127.0.0.1:{api_server.port}",
     )  # fmt: skip
-    return api.ApiClient(app=app, user="system:kube-scheduler", user_agent="kube-scheduler")
+    return api.ApiClient(app=app, user=user, user_agent=user_agent)
 
 
 # -- the table ---------------------------------------------------------------------------------------
@@ -412,6 +507,8 @@ def table(args: argparse.Namespace, results: dict[str, Any], load: tuple[float, 
         f"| {burst_seconds:.1f} s (created in {b_end - b_start:.1f} s) | < {TARGET_BURST:.0f} s "
         f"({verdict(burst_seconds < TARGET_BURST)}) | ClusterLoader2: pod startup p99 <= 5 s |",
     ]
+    if "deployment" in results:
+        lines.append(deployment_row(args, results["deployment"]))
     if "stream" in results:
         s_start, s_end, s_last, s_rate = results["stream"]
         rate = args.stream / (s_last - s_start)
@@ -424,7 +521,25 @@ def table(args: argparse.Namespace, results: dict[str, Any], load: tuple[float, 
     lines.append("")
     lines.append(f"Setup: {nodes} nodes created in {seconds:.1f} s ({node_rate:,.0f}/s); the backlog's pods in "
                  f"{results['backlog-create'][0]:.1f} s ({results['backlog-create'][1]:,.0f}/s).")  # fmt: skip
+    if "deployment" in results:
+        d = results["deployment"]
+        where = "sharing the one process" if args.shape == "edge" else "in a process of its own"
+        lines.append(f"Controllers: every one, {where}, for the Deployment cell only; leading {d['active']:.1f} s "
+                     f"after start, work queues quiet {d['settled']:.1f} s after start, before the clock "
+                     "started.")  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def deployment_row(args: argparse.Namespace, d: dict[str, Any]) -> str:
+    """The Deployment cell, with the CPU each process used from the create to the last bound."""
+    scheduler_cpu, api_cpu, controllers_cpu = d["cpu"]
+    if args.shape == "edge":
+        cpu = f"CPU {scheduler_cpu:.1f} s, one process"
+    else:
+        cpu = f"CPU {scheduler_cpu:.1f} / {api_cpu:.1f} / {controllers_cpu:.1f} s scheduler / API server / controllers"
+    return (f"| a {args.deployment}-replica Deployment, controllers running: create to all pods bound | "
+            f"{d['bound']:.1f} s (all created {d['created']:.1f} s; {cpu}) | < {TARGET_BURST:.0f} s "
+            f"({verdict(d['bound'] < TARGET_BURST)}) | ClusterLoader2: pod startup p99 <= 5 s |")  # fmt: skip
 
 
 def cpu_row(args: argparse.Namespace, cpu: tuple[float, float]) -> str:
@@ -444,16 +559,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--nodes", type=int, default=1000)
     parser.add_argument("--pods", type=int, default=10000)
     parser.add_argument("--burst", type=int, default=1000, help="pods created at once in the burst cell")
+    parser.add_argument(
+        "--deployment",
+        type=int,
+        default=1000,
+        help="replicas of the Deployment cell, run with the controllers (0: skip it)",
+    )
     parser.add_argument("--stream", type=int, default=None, help="pods in the stream cell (default: --pods)")
     parser.add_argument("--shape", choices=("server", "edge"), default="server")
     parser.add_argument("--datastore", choices=("sqlite", "memory"), default="sqlite")
     parser.add_argument("--parallel-binds", type=int, default=4, help="SchedulerSettings.parallel_binds")
     parser.add_argument("--no-events", action="store_true", help="do not write Scheduled events")
-    parser.add_argument("--quick", action="store_true", help="100 nodes, 1,000 pods, bursts of 200")
+    parser.add_argument(
+        "--quick", action="store_true", help="100 nodes, 1,000 pods, bursts and a Deployment of 200"
+    )
     parser.add_argument("--out", type=Path, help="also write the table to this file")
     args = parser.parse_args(argv)
     if args.quick:
-        args.nodes, args.pods, args.burst = 100, 1000, 200
+        args.nodes, args.pods, args.burst, args.deployment = 100, 1000, 200, 200
     if args.stream is None:
         args.stream = args.pods
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
