@@ -474,6 +474,39 @@ def test_auth_can_i_as_a_restricted_user(cluster: Cluster, kubectl: Kubectl, tmp
     assert as_user("auth", "whoami", "-o", "jsonpath={.status.userInfo.username}") == user
 
 
+def test_controller_roles_are_bound_to_the_controllers_accounts(
+    cluster: Cluster, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    name = "system:controller:deployment-controller"
+    role = get_json(kubectl, "clusterrole", name)
+    assert role["metadata"]["labels"]["kubernetes.io/bootstrapping"] == "rbac-defaults"
+    assert role["metadata"]["annotations"]["rbac.authorization.kubernetes.io/autoupdate"] == "true"
+    assert {"apiGroups": ["apps", "extensions"], "resources": ["replicasets"],
+            "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]} in role["rules"]  # fmt: skip
+    binding = get_json(kubectl, "clusterrolebinding", name)
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "deployment-controller", "namespace": "kube-system"}
+    ]
+    lock = get_json(kubectl, "rolebinding", "system::leader-locking-kube-scheduler", "-n", "kube-system")
+    assert lock["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                               "name": "system::leader-locking-kube-scheduler"}  # fmt: skip
+    assert [s["name"] for s in lock["subjects"]] == ["system:kube-scheduler", "kube-scheduler"]
+
+    # The server does not implement impersonation (--as), so act as the account with its own token.
+    kubectl("create", "serviceaccount", "deployment-controller", "-n", "kube-system")
+    try:
+        token = kubectl("create", "token", "deployment-controller", "-n", "kube-system").strip()
+        as_controller = kubectl.with_kubeconfig(
+            cluster.write_token_kubeconfig(tmp_path / "dc.kubeconfig", token), cache_dir=tmp_path / "dc-cache"
+        )
+        assert as_controller("auth", "can-i", "create", "replicasets").strip() == "yes"
+        assert as_controller("auth", "can-i", "update", "deployments/status").strip() == "yes"
+        assert as_controller.run("auth", "can-i", "delete", "deployments").stdout.strip() == "no"
+        assert as_controller.run("auth", "can-i", "create", "secrets").stdout.strip() == "no"
+    finally:
+        kubectl("delete", "serviceaccount", "deployment-controller", "-n", "kube-system")
+
+
 def test_create_token(cluster: Cluster, kubectl: Kubectl, namespace: str, tmp_path: Path) -> None:
     account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "bot"}}
     kubectl("apply", "-f", write(tmp_path / "sa.yaml", account))

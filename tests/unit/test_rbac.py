@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
 
-from services.apiserver.auth import rbac, types
+from services.apiserver.auth import controller_roles, rbac, types
 
 ALICE = types.UserInfo(name="alice", groups=("dev", "system:authenticated"))
 
@@ -146,8 +147,14 @@ async def test_scheduler_and_controller_manager_identities() -> None:
         authz, attrs("update", "leases", user=scheduler, namespace="kube-system", group="coordination.k8s.io",
                      name="kube-scheduler")
     )  # fmt: skip
-    assert not await allowed(
+    # Any lease in kube-system, through the Role system::leader-locking-kube-scheduler, as upstream;
+    # elsewhere only the one named in its ClusterRole.
+    assert await allowed(
         authz, attrs("update", "leases", user=scheduler, namespace="kube-system", group="coordination.k8s.io",
+                     name="other")
+    )  # fmt: skip
+    assert not await allowed(
+        authz, attrs("update", "leases", user=scheduler, namespace="default", group="coordination.k8s.io",
                      name="other")
     )  # fmt: skip
     controllers = types.UserInfo(name="system:kube-controller-manager", groups=("system:authenticated",))
@@ -350,13 +357,13 @@ async def test_source_without_revision_still_sees_changes() -> None:
 
 def test_default_rbac_objects_are_well_formed() -> None:
     objects = rbac.default_rbac()
-    names = {(o["kind"], o["metadata"]["name"]) for o in objects}
+    names = {(o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"]) for o in objects}
     for name in ("cluster-admin", "admin", "edit", "view", "system:discovery", "system:basic-user",
                  "system:public-info-viewer", "system:node", "system:kube-scheduler",
                  "system:kube-controller-manager", "system:node-proxier", "system:auth-delegator",
                  "system:monitoring"):  # fmt: skip
-        assert ("ClusterRole", name) in names, name
-    roles = {name for kind, name in names if kind == "ClusterRole"}
+        assert ("ClusterRole", "", name) in names, name
+    roles = {name for kind, _, name in names if kind == "ClusterRole"}
     for obj in objects:
         assert obj["apiVersion"] == "rbac.authorization.k8s.io/v1"
         assert obj["metadata"]["annotations"] == {"rbac.authorization.kubernetes.io/autoupdate": "true"}
@@ -374,3 +381,181 @@ def test_rules_for_lists_what_applies(verb: str, resource: str, ok: bool) -> Non
                        role("secret-reader", [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["list"]}]))  # fmt: skip
     rules = authz.rules_for(ALICE, "team")
     assert rbac.rules_allow(rules, attrs(verb, resource, namespace="team")) is ok
+
+
+def _objects() -> dict[tuple[str, str, str], dict[str, Any]]:
+    return {
+        (o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"]): o for o in rbac.default_rbac()
+    }
+
+
+def test_default_rbac_has_every_upstream_default_object() -> None:
+    """The names a fresh Kubernetes cluster has (upstream's bootstrappolicy testdata)."""
+    objects = _objects()
+    cluster_roles = {name for kind, _, name in objects if kind == "ClusterRole"}
+    for name in ("system:volume-scheduler", "system:kube-dns", "system:heapster", "system:kubelet-api-admin",
+                 "system:node-bootstrapper", "system:node-problem-detector", "system:kube-aggregator",
+                 "system:persistent-volume-provisioner",
+                 "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+                 "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+                 "system:certificates.k8s.io:kube-apiserver-client-approver",
+                 "system:certificates.k8s.io:kube-apiserver-client-kubelet-approver",
+                 "system:certificates.k8s.io:kubelet-serving-approver",
+                 "system:certificates.k8s.io:legacy-unknown-approver"):  # fmt: skip
+        assert name in cluster_roles, name
+    controllers = ("attachdetach-controller", "certificate-controller", "clusterrole-aggregation-controller",
+                   "cronjob-controller", "daemon-set-controller", "deployment-controller", "disruption-controller",
+                   "endpoint-controller", "endpointslice-controller", "endpointslicemirroring-controller",
+                   "ephemeral-volume-controller", "expand-controller", "generic-garbage-collector",
+                   "horizontal-pod-autoscaler", "job-controller", "legacy-service-account-token-cleaner",
+                   "namespace-controller", "node-controller", "persistent-volume-binder", "pod-garbage-collector",
+                   "pv-protection-controller", "pvc-protection-controller", "replicaset-controller",
+                   "replication-controller", "resourcequota-controller", "root-ca-cert-publisher",
+                   "route-controller", "service-account-controller", "service-controller",
+                   "statefulset-controller", "ttl-after-finished-controller", "ttl-controller",
+                   "validatingadmissionpolicy-status-controller",
+                   # behind feature gates that are on by default
+                   "device-taint-eviction-controller", "resource-claim-controller", "selinux-warning-controller",
+                   "service-cidrs-controller", "volumeattributesclass-protection-controller")  # fmt: skip
+    for controller in controllers:
+        assert ("ClusterRole", "", f"system:controller:{controller}") in objects, controller
+        assert ("ClusterRoleBinding", "", f"system:controller:{controller}") in objects, controller
+    for namespace, name in (("kube-system", "extension-apiserver-authentication-reader"),
+                            ("kube-system", "system::leader-locking-kube-controller-manager"),
+                            ("kube-system", "system::leader-locking-kube-scheduler"),
+                            ("kube-system", "system:controller:bootstrap-signer"),
+                            ("kube-system", "system:controller:cloud-provider"),
+                            ("kube-system", "system:controller:token-cleaner"),
+                            ("kube-public", "system:controller:bootstrap-signer")):  # fmt: skip
+        assert ("Role", namespace, name) in objects, (namespace, name)
+    assert ("RoleBinding", "kube-system", "system::extension-apiserver-authentication-reader") in objects
+
+
+def test_every_default_object_is_labelled_and_bound_to_an_existing_role() -> None:
+    objects = _objects()
+    for (kind, namespace, _), obj in objects.items():
+        assert obj["metadata"]["labels"]["kubernetes.io/bootstrapping"] == "rbac-defaults"
+        assert obj["metadata"]["annotations"] == {"rbac.authorization.kubernetes.io/autoupdate": "true"}
+        if kind.endswith("Binding"):
+            ref = obj["roleRef"]
+            assert (ref["kind"], namespace if ref["kind"] == "Role" else "", ref["name"]) in objects
+        for rule in obj.get("rules", ()):  # stored as upstream stores them: every list sorted
+            assert all(rule[key] == sorted(rule[key]) for key in rule)
+
+
+# Rules copied from upstream's bootstrappolicy testdata (controller-roles.yaml, cluster-roles.yaml,
+# namespace-roles.yaml), word for word.
+UPSTREAM_RULES: dict[tuple[str, str], list[dict[str, Any]]] = {
+    ("", "system:controller:deployment-controller"): [
+        {"apiGroups": ["apps", "extensions"], "resources": ["deployments"], "verbs": ["get", "list", "update", "watch"]},
+        {"apiGroups": ["apps", "extensions"], "resources": ["deployments/status"], "verbs": ["update"]},
+        {"apiGroups": ["apps", "extensions"], "resources": ["deployments/finalizers"], "verbs": ["update"]},
+        {"apiGroups": ["apps", "extensions"], "resources": ["replicasets"],
+         "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "update", "watch"]},
+        {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch", "update"]},
+    ],
+    ("", "system:controller:certificate-controller"): [
+        {"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests"],
+         "verbs": ["delete", "get", "list", "watch"]},
+        {"apiGroups": ["certificates.k8s.io"],
+         "resources": ["certificatesigningrequests/approval", "certificatesigningrequests/status"], "verbs": ["update"]},
+        {"apiGroups": ["certificates.k8s.io"], "resourceNames": ["kubernetes.io/kube-apiserver-client-kubelet"],
+         "resources": ["signers"], "verbs": ["approve"]},
+        {"apiGroups": ["certificates.k8s.io"],
+         "resourceNames": ["kubernetes.io/kube-apiserver-client", "kubernetes.io/kube-apiserver-client-kubelet",
+                           "kubernetes.io/kubelet-serving", "kubernetes.io/legacy-unknown"],
+         "resources": ["signers"], "verbs": ["sign"]},
+        {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
+        {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch", "update"]},
+    ],
+    ("", "system:controller:namespace-controller"): [
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["delete", "get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["namespaces/finalize", "namespaces/status"], "verbs": ["update"]},
+        {"apiGroups": ["*"], "resources": ["*"], "verbs": ["delete", "deletecollection", "get", "list", "watch"]},
+    ],
+    ("", "system:kubelet-api-admin"): [
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["proxy"]},
+        {"apiGroups": [""], "resources": ["nodes/log", "nodes/metrics", "nodes/proxy", "nodes/stats"], "verbs": ["*"]},
+    ],
+    ("", "system:volume-scheduler"): [
+        {"apiGroups": [""], "resources": ["persistentvolumes"], "verbs": ["get", "list", "patch", "update", "watch"]},
+        {"apiGroups": ["storage.k8s.io"], "resources": ["storageclasses"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["persistentvolumeclaims"],
+         "verbs": ["get", "list", "patch", "update", "watch"]},
+    ],
+    ("", "system:certificates.k8s.io:kubelet-serving-approver"): [
+        {"apiGroups": ["certificates.k8s.io"], "resourceNames": ["kubernetes.io/kubelet-serving"],
+         "resources": ["signers"], "verbs": ["approve"]},
+    ],
+    ("kube-public", "system:controller:bootstrap-signer"): [
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resourceNames": ["cluster-info"], "resources": ["configmaps"], "verbs": ["update"]},
+        {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch", "update"]},
+    ],
+    ("kube-system", "system::leader-locking-kube-scheduler"): [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+         "verbs": ["create", "get", "list", "update", "watch"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leasecandidates"],
+         "verbs": ["create", "get", "list", "update", "watch"]},
+    ],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("namespace", "name"), list(UPSTREAM_RULES))
+def test_rules_match_upstream_word_for_word(namespace: str, name: str) -> None:
+    kind = "Role" if namespace else "ClusterRole"
+    assert _objects()[(kind, namespace, name)]["rules"] == UPSTREAM_RULES[(namespace, name)]
+
+
+def test_bindings_name_their_subjects_as_upstream() -> None:
+    objects = _objects()
+
+    def subjects(kind: str, name: str, namespace: str = "") -> list[dict[str, str]] | None:
+        return objects[(kind, namespace, name)].get("subjects")
+
+    sa = {"kind": "ServiceAccount", "namespace": "kube-system"}
+    assert subjects("ClusterRoleBinding", "system:controller:job-controller") == [
+        {**sa, "name": "job-controller"}
+    ]
+    assert subjects("ClusterRoleBinding", "system:kube-dns") == [{**sa, "name": "kube-dns"}]
+    assert subjects("ClusterRoleBinding", "system:volume-scheduler") == [
+        {"apiGroup": rbac.GROUP, "kind": "User", "name": "system:kube-scheduler"}
+    ]
+    assert subjects("ClusterRoleBinding", "system:node") is None  # kept, empty, as upstream
+    assert subjects("RoleBinding", "system::leader-locking-kube-controller-manager", "kube-system") == [
+        {"apiGroup": rbac.GROUP, "kind": "User", "name": "system:kube-controller-manager"},
+        {**sa, "name": "kube-controller-manager"},
+        {**sa, "name": "leader-election-controller"},
+    ]
+    assert subjects("RoleBinding", "system:controller:bootstrap-signer", "kube-public") == [
+        {**sa, "name": "bootstrap-signer"}
+    ]
+    extension = objects[("RoleBinding", "kube-system", "system::extension-apiserver-authentication-reader")]
+    assert extension["roleRef"]["name"] == "extension-apiserver-authentication-reader"
+
+
+async def test_controller_accounts_get_their_roles_and_no_more() -> None:
+    authz = authorizer()
+    deployments = types.UserInfo(name=controller_roles.service_account("deployment-controller"))
+    assert await allowed(authz, attrs("create", "replicasets", user=deployments, namespace="a", group="apps"))
+    assert await allowed(
+        authz,
+        attrs("update", "deployments", user=deployments, namespace="a", group="apps", subresource="status"),
+    )
+    assert not await allowed(
+        authz, attrs("delete", "deployments", user=deployments, namespace="a", group="apps")
+    )
+    assert not await allowed(authz, attrs("get", "secrets", user=deployments, namespace="a", name="s"))
+    gc = types.UserInfo(name=controller_roles.service_account("generic-garbage-collector"))
+    assert await allowed(
+        authz, attrs("delete", "widgets", user=gc, namespace="a", group="example.com", name="w")
+    )
+    assert not await allowed(authz, attrs("create", "pods", user=gc, namespace="a"))
+    scheduler_sa = types.UserInfo(name="system:serviceaccount:kube-system:kube-scheduler")
+    leases = attrs(
+        "update", "leases", user=scheduler_sa, namespace="kube-system", group="coordination.k8s.io"
+    )
+    assert await allowed(authz, leases)
+    assert not await allowed(authz, dataclasses.replace(leases, namespace="default"))

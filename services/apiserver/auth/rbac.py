@@ -416,14 +416,32 @@ AGGREGATE_TO = "rbac.authorization.k8s.io/aggregate-to-"
 def rule(
     groups: Sequence[str], resources: Sequence[str], verbs: Sequence[str], names: Sequence[str] = ()
 ) -> dict[str, Any]:
-    out: dict[str, Any] = {"apiGroups": list(groups), "resources": list(resources), "verbs": list(verbs)}
+    """A PolicyRule; each list sorted, as upstream's ``RuleOrDie`` stores it."""
+    out: dict[str, Any] = {
+        "apiGroups": sorted(groups),
+        "resources": sorted(resources),
+        "verbs": sorted(verbs),
+    }
     if names:
-        out["resourceNames"] = list(names)
+        out["resourceNames"] = sorted(names)
     return out
 
 
 def url_rule(urls: Sequence[str], verbs: Sequence[str] = ("get",)) -> dict[str, Any]:
-    return {"nonResourceURLs": list(urls), "verbs": list(verbs)}
+    return {"nonResourceURLs": sorted(urls), "verbs": sorted(verbs)}
+
+
+def users(*names: str) -> list[dict[str, str]]:
+    return [{"apiGroup": GROUP, "kind": "User", "name": name} for name in names]
+
+
+def groups(*names: str) -> list[dict[str, str]]:
+    return [{"apiGroup": GROUP, "kind": "Group", "name": name} for name in names]
+
+
+def service_accounts(namespace: str, *names: str) -> list[dict[str, str]]:
+    """ServiceAccount subjects carry a namespace and, as upstream writes them, no apiGroup."""
+    return [{"kind": "ServiceAccount", "name": name, "namespace": namespace} for name in names]
 
 
 EVENT_WRITES = [rule(["", "events.k8s.io"], ["events"], ["create", "patch", "update"])]
@@ -533,9 +551,11 @@ _CONTROLLER_MANAGER_RULES = [
     rule(["authorization.k8s.io"], ["subjectaccessreviews"], ["create"]),
     rule(["*"], ["*"], ["list", "watch"]),
     rule([""], ["serviceaccounts/token"], ["create"]),
-    # Upstream runs each controller under its own service account (system:controller:*); ours
-    # share this identity, so it holds the union of what they need: every object verb everywhere
-    # (the namespace and garbage collectors touch every kind), but not escalate, bind or impersonate.
+    # Upstream runs each controller under its own service account, bound to its own
+    # system:controller:* role (controller_roles.py creates those roles and bindings too). Ours
+    # still share this one identity, so it holds the union of what they need: every object verb
+    # everywhere (the namespace and garbage collectors touch every kind), but not escalate, bind
+    # or impersonate.
     rule(["*"], ["*"], ALL),
 ]
 
@@ -556,10 +576,15 @@ _ISSUER_DISCOVERY_URLS = ["/.well-known/openid-configuration", "/.well-known/ope
                           "/openid/v1/jwks", "/openid/v1/jwks/"]
 _REVIEWS = [rule(["authentication.k8s.io"], ["tokenreviews"], ["create"]),
             rule(["authorization.k8s.io"], ["subjectaccessreviews"], ["create"])]
+_CERTS = "certificates.k8s.io"
+_CSRS = [rule([_CERTS], ["certificatesigningrequests"], ["create", "get", "list", "watch"])]
 
-# ClusterRoles with plain rules. Not yet: the per-controller system:controller:* roles,
-# system:volume-scheduler, system:kube-dns, system:heapster, system:kubelet-api-admin,
-# system:node-bootstrapper and the certificates.k8s.io signer roles.
+
+def _approve(signer: str) -> list[dict[str, Any]]:
+    return [rule([_CERTS], ["signers"], ["approve"], [f"kubernetes.io/{signer}"])]
+
+
+# ClusterRoles with plain rules; the per-controller system:controller:* ones are in controller_roles.py.
 _CLUSTER_ROLES: dict[str, list[dict[str, Any]]] = {
     "cluster-admin": [rule(["*"], ["*"], ["*"]), url_rule(["*"], ["*"])],
     "system:discovery": [url_rule(_DISCOVERY_URLS)],
@@ -575,19 +600,107 @@ _CLUSTER_ROLES: dict[str, list[dict[str, Any]]] = {
     "system:node-proxier": _NODE_PROXIER_RULES,
     "system:kube-scheduler": _SCHEDULER_RULES,
     "system:kube-controller-manager": _CONTROLLER_MANAGER_RULES,
+    "system:volume-scheduler": [
+        rule([""], ["persistentvolumes"], ["get", "list", "watch", "update", "patch"]),
+        rule(["storage.k8s.io"], ["storageclasses"], READ),
+        rule([""], ["persistentvolumeclaims"], ["get", "list", "watch", "update", "patch"]),
+    ],
+    "system:kube-dns": [rule([""], ["endpoints", "services"], ["list", "watch"])],
+    "system:kube-aggregator": [rule([""], ["services", "endpoints"], READ)],
+    "system:heapster": [rule([""], ["events", "pods", "nodes", "namespaces"], READ),
+                        rule(["extensions"], ["deployments"], READ)],
+    "system:kubelet-api-admin": [
+        rule([""], ["nodes"], READ),
+        rule([""], ["nodes"], ["proxy"]),
+        rule([""], ["nodes/proxy", "nodes/stats", "nodes/log", "nodes/metrics"], ["*"]),
+    ],
+    "system:node-bootstrapper": _CSRS,  # kubelet TLS bootstrap: request a client certificate
+    "system:node-problem-detector": [
+        rule([""], ["nodes"], ["get"]),
+        rule([""], ["nodes/status"], ["patch"]),
+        *EVENT_WRITES,
+    ],
+    "system:persistent-volume-provisioner": [
+        rule([""], ["persistentvolumes"], ["get", "list", "watch", "create", "delete"]),
+        rule([""], ["persistentvolumeclaims"], ["get", "list", "watch", "update"]),
+        rule(["storage.k8s.io"], ["storageclasses"], READ),
+        rule([""], ["events"], ["watch"]),
+        *EVENT_WRITES,
+    ],
+    f"system:{_CERTS}:certificatesigningrequests:nodeclient":
+        [rule([_CERTS], ["certificatesigningrequests/nodeclient"], ["create"])],
+    f"system:{_CERTS}:certificatesigningrequests:selfnodeclient":
+        [rule([_CERTS], ["certificatesigningrequests/selfnodeclient"], ["create"])],
+    f"system:{_CERTS}:kube-apiserver-client-approver": _approve("kube-apiserver-client"),
+    f"system:{_CERTS}:kube-apiserver-client-kubelet-approver": _approve("kube-apiserver-client-kubelet"),
+    f"system:{_CERTS}:kubelet-serving-approver": _approve("kubelet-serving"),
+    f"system:{_CERTS}:legacy-unknown-approver": _approve("legacy-unknown"),
 }
 
-# ClusterRoleBindings, each named after the ClusterRole it grants: (kind, name) of the subjects.
-_BINDINGS: dict[str, list[tuple[str, str]]] = {
-    "cluster-admin": [("Group", MASTERS)],
-    "system:discovery": [("Group", "system:authenticated")],
-    "system:basic-user": [("Group", "system:authenticated")],
-    "system:public-info-viewer": [("Group", "system:authenticated"), ("Group", "system:unauthenticated")],
-    "system:monitoring": [("Group", "system:monitoring")],
-    "system:service-account-issuer-discovery": [("Group", "system:serviceaccounts")],
-    "system:node-proxier": [("User", "system:kube-proxy")],
-    "system:kube-scheduler": [("User", "system:kube-scheduler")],
-    "system:kube-controller-manager": [("User", "system:kube-controller-manager")],
+# ClusterRoleBindings, each named after the ClusterRole it grants, and their subjects.
+_BINDINGS: dict[str, list[dict[str, str]]] = {
+    "cluster-admin": groups(MASTERS),
+    "system:discovery": groups("system:authenticated"),
+    "system:basic-user": groups("system:authenticated"),
+    "system:public-info-viewer": groups("system:authenticated", "system:unauthenticated"),
+    "system:monitoring": groups("system:monitoring"),
+    "system:service-account-issuer-discovery": groups("system:serviceaccounts"),
+    "system:node-proxier": users("system:kube-proxy"),
+    "system:kube-scheduler": users("system:kube-scheduler"),
+    "system:volume-scheduler": users("system:kube-scheduler"),
+    "system:kube-controller-manager": users("system:kube-controller-manager"),
+    "system:kube-dns": service_accounts("kube-system", "kube-dns"),
+    # Empty since the node authorizer took over (1.7); upstream keeps the object, without subjects.
+    "system:node": [],
+}
+
+# Roles in the system namespaces: namespace -> name -> rules.
+_LEADER_LOCKING = [rule(["coordination.k8s.io"], ["leases"], ["get", "watch", "list", "create", "update"]),
+                   rule(["coordination.k8s.io"], ["leasecandidates"], ["get", "watch", "list", "create", "update"])]
+_ROLES: dict[str, dict[str, list[dict[str, Any]]]] = {
+    "kube-system": {
+        "extension-apiserver-authentication-reader": [
+            rule([""], ["configmaps"], READ, ["extension-apiserver-authentication"])],
+        "system::leader-locking-kube-controller-manager": _LEADER_LOCKING,
+        "system::leader-locking-kube-scheduler": _LEADER_LOCKING,
+        "system:controller:bootstrap-signer": [rule([""], ["secrets"], READ)],
+        "system:controller:cloud-provider": [rule([""], ["configmaps"], ["create", "get", "list", "watch"])],
+        "system:controller:token-cleaner": [rule([""], ["secrets"], ["get", "list", "watch", "delete"]),
+                                            *EVENT_WRITES],
+    },
+    "kube-public": {
+        "system:controller:bootstrap-signer": [
+            rule([""], ["configmaps"], READ),
+            rule([""], ["configmaps"], ["update"], ["cluster-info"]),
+            *EVENT_WRITES,
+        ],
+    },
+}
+
+# RoleBindings: namespace -> binding name -> (Role name, subjects).
+_ROLE_BINDINGS: dict[str, dict[str, tuple[str, list[dict[str, str]]]]] = {
+    "kube-system": {
+        "system::extension-apiserver-authentication-reader": (
+            "extension-apiserver-authentication-reader",
+            users("system:kube-controller-manager", "system:kube-scheduler")),
+        "system::leader-locking-kube-controller-manager": (
+            "system::leader-locking-kube-controller-manager",
+            [*users("system:kube-controller-manager"),
+             *service_accounts("kube-system", "kube-controller-manager", "leader-election-controller")]),
+        "system::leader-locking-kube-scheduler": (
+            "system::leader-locking-kube-scheduler",
+            [*users("system:kube-scheduler"), *service_accounts("kube-system", "kube-scheduler")]),
+        "system:controller:bootstrap-signer": (
+            "system:controller:bootstrap-signer", service_accounts("kube-system", "bootstrap-signer")),
+        "system:controller:cloud-provider": (
+            "system:controller:cloud-provider", service_accounts("kube-system", "cloud-provider")),
+        "system:controller:token-cleaner": (
+            "system:controller:token-cleaner", service_accounts("kube-system", "token-cleaner")),
+    },
+    "kube-public": {
+        "system:controller:bootstrap-signer": (
+            "system:controller:bootstrap-signer", service_accounts("kube-system", "bootstrap-signer")),
+    },
 }
 # fmt: on
 
@@ -608,23 +721,51 @@ def cluster_role(
     return role
 
 
-def cluster_role_binding(name: str, role: str, subjects: Sequence[tuple[str, str]]) -> dict[str, Any]:
-    """``subjects``: (kind, name) pairs of Users and Groups."""
-    return {
+def cluster_role_binding(name: str, role: str, subjects: Sequence[Mapping[str, str]]) -> dict[str, Any]:
+    """``subjects`` from ``users``, ``groups`` and ``service_accounts``; none leaves the field out."""
+    binding: dict[str, Any] = {
         "apiVersion": API_VERSION,
         "kind": "ClusterRoleBinding",
         "metadata": _bootstrap_meta(name, None),
         "roleRef": {"apiGroup": GROUP, "kind": "ClusterRole", "name": role},
-        "subjects": [{"apiGroup": GROUP, "kind": kind, "name": subject} for kind, subject in subjects],
+    }
+    if subjects:
+        binding["subjects"] = [dict(s) for s in subjects]
+    return binding
+
+
+def namespaced_role(name: str, namespace: str, rules: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Role",
+        "metadata": {**_bootstrap_meta(name, None), "namespace": namespace},
+        "rules": rules,
+    }
+
+
+def role_binding(
+    name: str, namespace: str, role: str, subjects: Sequence[Mapping[str, str]]
+) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "RoleBinding",
+        "metadata": {**_bootstrap_meta(name, None), "namespace": namespace},
+        "roleRef": {"apiGroup": GROUP, "kind": "Role", "name": role},
+        "subjects": [dict(s) for s in subjects],
     }
 
 
 def default_rbac() -> list[dict[str, Any]]:
-    """Kubernetes' bootstrap ClusterRoles and ClusterRoleBindings, to create at start if absent.
+    """Kubernetes' bootstrap RBAC objects, to create at start if absent.
 
-    ``admin`` gathers ``edit`` gathers ``view`` by aggregation labels, as upstream, so custom
-    resources' roles can join them; their own rules live in ``system:aggregate-to-*``.
+    The ClusterRoles and ClusterRoleBindings (the per-controller ones from ``controller_roles``),
+    and the Roles and RoleBindings in kube-system and kube-public. ``admin`` gathers ``edit``
+    gathers ``view`` by aggregation labels, as upstream, so custom resources' roles can join them;
+    their own rules live in ``system:aggregate-to-*``.
     """
+    # Imported here: controller_roles builds its roles with this module's helpers.
+    from services.apiserver.auth import controller_roles
+
     to = AGGREGATE_TO
     aggregated = [
         cluster_role("admin", [], aggregate="admin"),
@@ -636,7 +777,17 @@ def default_rbac() -> list[dict[str, Any]]:
     ]
     plain = [cluster_role(name, rules) for name, rules in _CLUSTER_ROLES.items()]
     bindings = [cluster_role_binding(name, name, subjects) for name, subjects in _BINDINGS.items()]
-    return [*plain, *aggregated, *bindings]
+    namespaced = [
+        namespaced_role(name, namespace, rules)
+        for namespace, roles in _ROLES.items()
+        for name, rules in roles.items()
+    ]
+    namespaced_bindings = [
+        role_binding(name, namespace, role, subjects)
+        for namespace, bindings_ in _ROLE_BINDINGS.items()
+        for name, (role, subjects) in bindings_.items()
+    ]
+    return [*plain, *aggregated, *bindings, *controller_roles.objects(), *namespaced, *namespaced_bindings]
 
 
 def _bootstrap_meta(name: str, labels: Mapping[str, str] | None) -> dict[str, Any]:
