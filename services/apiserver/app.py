@@ -27,6 +27,7 @@ from services.apiserver import (
     subresources,
     writes,
 )
+from services.apiserver.auth import impersonation
 from services.apiserver.auth import types as auth_types
 from services.machinery import errors
 
@@ -131,6 +132,7 @@ class ApiApp:
             return responses.json(discovery.version_info()), "get", ""
         if user is None:
             raise errors.unauthorized()
+        user = await self.acting_user(user, scope)
         query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         info = request.parse(scope["method"], path, query)
         if not info.resource_request:
@@ -151,6 +153,11 @@ class ApiApp:
         if self.ready():
             return responses.Response(200, b"ok", "text/plain; charset=utf-8")
         return responses.Response(503, b"not ready", "text/plain; charset=utf-8")
+
+    async def acting_user(self, user: auth_types.UserInfo, scope: dict[str, Any]) -> auth_types.UserInfo:
+        """The user a request acts as: ``user``, or whom its Impersonate-* headers name, if allowed."""
+        asked = impersonation.requested(scope.get("headers", ()))
+        return user if asked is None else await impersonation.impersonate(user, asked, self._authorize)
 
     async def _authorize(self, attributes: auth_types.Attributes) -> None:
         decision = await self.authorizer.authorize(attributes)

@@ -226,6 +226,7 @@ async def _authorized_context(app: Any, scope: dict[str, Any]) -> Any:
     user = await app.authenticator.authenticate(app.credentials(scope))
     if user is None:
         raise errors.unauthorized()
+    user = await app.acting_user(user, scope)
     query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
     # A WebSocket upgrade is a GET; kubectl's SPDY upgrade a POST (authorized as create only).
     info = request.parse(scope.get("method", "GET"), scope["path"], query)
