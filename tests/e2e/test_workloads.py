@@ -6,6 +6,12 @@ node agent in virtual mode (``k3s-supervisor run agent --virtual-nodes 3``, with
 kubeconfig): three Ready nodes whose pods are reported Running without executing anything, and
 whose run-to-completion pods (restartPolicy Never/OnFailure) succeed at once, as kwok's do.
 
+A third cluster, ``server-agent``, has no virtual nodes: its one node is the server's own agent with
+the process runtime, so pods really run (pause images as a shell that sleeps until SIGTERM, busybox
+commands on the host) and their phase and readiness are the agent's. The core workload tests (deployment lifecycle,
+Job, DaemonSet, StatefulSet) run there too; tests that need several nodes, nodes of their own making
+or another agent are parametrized for the virtual clusters only, and say why.
+
 What is checked is what a user sees through kubectl: rollouts finish (``rollout status``), image
 changes keep ``maxUnavailable`` at every step, undo and scaling work, deletion cascades, Jobs
 complete, DaemonSets cover every node, StatefulSets create in order, nodes that never report or
@@ -19,6 +25,7 @@ killed. Waits use kubectl's ``--timeout`` or a polling deadline; nothing asserts
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -54,6 +61,8 @@ fixtures = _Fixtures()
 
 GRACE = "6s"  # node-monitor-grace-period of these clusters (50 s by default)
 VIRTUAL_NODES = 3
+OWN_NODE = "wl-own"  # the node of the server-agent cluster: the server's own agent, process runtime
+ON_VIRTUAL_NODES = ["server", "edge"]  # the clusters whose nodes are the virtual agent's
 MIN_READY = 5  # minReadySeconds of the rollout killed midway: each step waits that long for its new pod
 
 
@@ -117,7 +126,17 @@ class VirtualAgent:
         print(f"--- virtual agent {self.name} log ---\n{self.log_path.read_text(errors='replace')[-10_000:]}")
 
 
-def _cluster(kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, VirtualAgent]]:
+@dataclasses.dataclass(frozen=True)
+class WorkloadCluster:
+    """A cluster, the nodes its tests' pods go to, and the runtime that reports those pods
+    (the scheme of their ``containerID``: ``virtual`` or ``process``)."""
+
+    cluster: Cluster
+    nodes: list[str]
+    runtime: str
+
+
+def _virtual_cluster(kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkloadCluster]:
     base = tmp_path_factory.mktemp(f"workloads-{kind}")
     # The server's own node is left out (--disable-agent): pods land on the virtual nodes only.
     args = ("--disable-agent", "--kube-controller-manager-arg", f"node-monitor-grace-period={GRACE}")
@@ -126,22 +145,49 @@ def _cluster(kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tu
         agent.start()
         try:
             ctl = fixtures.Kubectl(kubeconfig=cluster.kubeconfig, cache_dir=base / "kubectl-cache")
-            wait_for(f"{VIRTUAL_NODES} Ready nodes", lambda: len(ready_nodes(ctl)) >= VIRTUAL_NODES)
-            yield cluster, agent
+            wait_for(f"{VIRTUAL_NODES} Ready nodes", lambda: len(virtual_nodes(ctl)) >= VIRTUAL_NODES)
+            yield WorkloadCluster(cluster, virtual_nodes(ctl), "virtual")
         finally:
             agent.stop()
 
 
-@pytest.fixture(scope="module", params=["server", "edge"])
+def _own_node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkloadCluster]:
+    base = tmp_path_factory.mktemp("workloads-server-agent")
+    try:
+        with fixtures.running_cluster("server", base, extra_args=("--node-name", OWN_NODE)) as cluster:
+            ctl = fixtures.Kubectl(kubeconfig=cluster.kubeconfig, cache_dir=base / "kubectl-cache")
+            wait_for(f"{OWN_NODE} Ready", lambda: OWN_NODE in ready_nodes(ctl))
+            yield WorkloadCluster(cluster, [OWN_NODE], "process")
+    finally:
+        kill_containers(base)
+
+
+def kill_containers(base: Path) -> None:
+    """SIGKILL the containers the agents under ``base`` left running: containers outlive their
+    agent by design (as with K3s), so stopping the cluster stops none of them. Each container is the
+    process group its ``state.json`` names, if that pid still has the recorded start time."""
+    from services.agent.runtimes import shim
+
+    for state_path in base.rglob("containers/*/*/state.json"):
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            state = json.loads(state_path.read_text())
+            if shim.start_ticks(state["pid"]) == state["start_ticks"]:
+                os.killpg(state["pid"], signal.SIGKILL)
+
+
+@pytest.fixture(scope="module", params=[*ON_VIRTUAL_NODES, "server-agent"])
 def workload_cluster(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[Cluster, VirtualAgent]]:
-    yield from _cluster(request.param, tmp_path_factory)
+) -> Iterator[WorkloadCluster]:
+    if request.param == "server-agent":
+        yield from _own_node_cluster(tmp_path_factory)
+    else:
+        yield from _virtual_cluster(request.param, tmp_path_factory)
 
 
 @pytest.fixture
-def ctl(workload_cluster: tuple[Cluster, VirtualAgent], tmp_path: Path) -> Iterator[Kubectl]:
-    cluster, _ = workload_cluster
+def ctl(workload_cluster: WorkloadCluster, tmp_path: Path) -> Iterator[Kubectl]:
+    cluster = workload_cluster.cluster
     namespace = f"wl-{fixtures.random_suffix()}"
     made = fixtures.Kubectl(kubeconfig=cluster.kubeconfig, cache_dir=tmp_path / "kubectl-cache")
     made("create", "namespace", namespace)
@@ -174,6 +220,11 @@ def pods(ctl: Kubectl, selector: str = "") -> list[dict[str, Any]]:
 
 def virtual_nodes(ctl: Kubectl) -> list[str]:
     return sorted(n for n in ready_nodes(ctl) if n.startswith("virt"))
+
+
+def pod_ready(pod: dict[str, Any]) -> bool:
+    conditions = pod.get("status", {}).get("conditions", [])
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 
 # -- deployments ---------------------------------------------------------------------------------------------
@@ -212,15 +263,18 @@ class AvailabilityWatch:
         self._thread.join(5)
 
 
-def test_deployment_lifecycle(ctl: Kubectl) -> None:
+def test_deployment_lifecycle(ctl: Kubectl, workload_cluster: WorkloadCluster) -> None:
     ctl("create", "deployment", "web", "--image=registry.k8s.io/pause:3.9", "--replicas=4")
     ctl("rollout", "status", "deployment/web", "--timeout=90s")
     replica_sets = get_json(ctl, "replicasets", "-l", "app=web")["items"]
     assert len(replica_sets) == 1
     running = pods(ctl, "app=web")
     assert len(running) == 4
-    assert all(p["spec"].get("nodeName", "").startswith("virt") for p in running)
-    assert all(p["status"]["phase"] == "Running" for p in running)
+    assert all(p["spec"].get("nodeName") in workload_cluster.nodes for p in running)
+    assert all(p["status"]["phase"] == "Running" and pod_ready(p) for p in running)
+    # Running and Ready as the node's runtime reports them: on server-agent, processes that run.
+    container_ids = [s["containerID"] for p in running for s in p["status"]["containerStatuses"]]
+    assert all(c.startswith(f"{workload_cluster.runtime}://") for c in container_ids), container_ids
     assert {ref["kind"] for p in running for ref in p["metadata"]["ownerReferences"]} == {"ReplicaSet"}
 
     # maxUnavailable 25% of 4 = 1: at least 3 available at every step of the rollout.
@@ -264,11 +318,12 @@ def test_deployment_lifecycle(ctl: Kubectl) -> None:
     wait_for("the pods collected", lambda: not pods(ctl, "app=web"))
 
 
-@pytest.mark.parametrize("workload_cluster", ["server"], indirect=True)  # edge has no such process
+# Edge has no such process; server-agent's controllers are the same as server's.
+@pytest.mark.parametrize("workload_cluster", ["server"], indirect=True)
 def test_rollout_survives_the_controllers_being_killed(
-    ctl: Kubectl, workload_cluster: tuple[Cluster, VirtualAgent]
+    ctl: Kubectl, workload_cluster: WorkloadCluster
 ) -> None:
-    cluster, _ = workload_cluster
+    cluster = workload_cluster.cluster
     # Virtual pods are Ready at once; minReadySeconds holds each step until its new pod has been
     # Ready that long, and with one pod replaced at a time the rollout takes three such steps.
     ctl("apply", "-f", "-", input=json.dumps({
@@ -339,8 +394,36 @@ def test_job_completes(ctl: Kubectl) -> None:
     assert job["status"]["succeeded"] == 1
 
 
-def test_daemonset_covers_every_node_and_a_new_one(ctl: Kubectl) -> None:
-    nodes = virtual_nodes(ctl)
+def test_daemonset_covers_every_node(ctl: Kubectl, workload_cluster: WorkloadCluster) -> None:
+    nodes = workload_cluster.nodes
+    with daemonset_on(ctl, nodes):
+        ctl("rollout", "status", "daemonset/agent", "--timeout=90s")
+        placed = pods(ctl, "app=ds")
+        assert {p["spec"]["nodeName"] for p in placed} == set(nodes)
+        assert len(placed) == len(nodes)
+        assert all(p["status"]["phase"] == "Running" and pod_ready(p) for p in placed)
+
+
+# A node added later is a Node object made here, which no real agent serves: virtual clusters only.
+@pytest.mark.parametrize("workload_cluster", ON_VIRTUAL_NODES, indirect=True)
+def test_daemonset_covers_a_node_added_later(ctl: Kubectl, workload_cluster: WorkloadCluster) -> None:
+    with daemonset_on(ctl, workload_cluster.nodes):
+        ctl("rollout", "status", "daemonset/agent", "--timeout=90s")
+        late = f"late-{ctl.namespace}"
+        ctl("apply", "-f", "-", input=json.dumps({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": late, "labels": {"e2e-ds": ctl.namespace, "kubernetes.io/hostname": late}},
+        }))  # fmt: skip
+        try:
+            wait_for("a pod for the new node", lambda: late in {target_node(p) for p in pods(ctl, "app=ds")})
+        finally:
+            ctl("delete", "node", late, "--wait=false")
+
+
+@contextlib.contextmanager
+def daemonset_on(ctl: Kubectl, nodes: list[str]) -> Iterator[None]:
+    """DaemonSet ``agent`` (app=ds) for the nodes labelled ``e2e-ds=<namespace>``, and that label on
+    ``nodes``, removed at the end: the DaemonSets of other tests' namespaces leave these nodes alone."""
     ctl("apply", "-f", "-", input=json.dumps({
         "apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "agent"},
         "spec": {"selector": {"matchLabels": {"app": "ds"}}, "template": {
@@ -351,19 +434,9 @@ def test_daemonset_covers_every_node_and_a_new_one(ctl: Kubectl) -> None:
     }))  # fmt: skip
     for node in nodes:
         ctl("label", "node", node, f"e2e-ds={ctl.namespace}")
-    ctl("rollout", "status", "daemonset/agent", "--timeout=90s")
-    placed = {p["spec"]["nodeName"] for p in pods(ctl, "app=ds")}
-    assert placed == set(nodes)
-
-    late = f"late-{ctl.namespace}"
-    ctl("apply", "-f", "-", input=json.dumps({
-        "apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": late, "labels": {"e2e-ds": ctl.namespace, "kubernetes.io/hostname": late}},
-    }))  # fmt: skip
     try:
-        wait_for("a pod for the new node", lambda: late in {target_node(p) for p in pods(ctl, "app=ds")})
+        yield
     finally:
-        ctl("delete", "node", late, "--wait=false")
         for node in nodes:
             ctl("label", "node", node, "e2e-ds-")
 
@@ -388,6 +461,7 @@ def test_statefulset_creates_in_order(ctl: Kubectl) -> None:
                               "spec": {"containers": [{"name": "main", "image": "registry.k8s.io/pause:3.9"}]}}},
     }))  # fmt: skip
     ctl("rollout", "status", "statefulset/web", "--timeout=90s")
+    assert all(p["status"]["phase"] == "Running" and pod_ready(p) for p in pods(ctl, "app=sts"))
     created = sorted(
         pods(ctl, "app=sts"),
         key=lambda p: (p["metadata"]["creationTimestamp"], int(p["metadata"]["resourceVersion"])),
@@ -395,6 +469,9 @@ def test_statefulset_creates_in_order(ctl: Kubectl) -> None:
     assert [p["metadata"]["name"] for p in created] == ["web-0", "web-1", "web-2"]
 
 
+# Node lifecycle on Node objects made here: the control plane's part, the same whatever serves the
+# other nodes, so on the virtual clusters only (whose grace period is shortened for it).
+@pytest.mark.parametrize("workload_cluster", ON_VIRTUAL_NODES, indirect=True)
 def test_silent_node_turns_not_ready_and_loses_its_pods(ctl: Kubectl) -> None:
     node = f"silent-{ctl.namespace}"
     ctl(
@@ -424,10 +501,13 @@ def stranded_pod(node: str) -> str:
     })  # fmt: skip
 
 
+# A node of its own, served by a virtual agent killed here (the real agent's own death is
+# test_agent.py's): on the virtual clusters only, whose grace period is shortened for it.
+@pytest.mark.parametrize("workload_cluster", ON_VIRTUAL_NODES, indirect=True)
 def test_node_whose_heartbeats_stop_turns_not_ready_and_loses_its_pods(
-    ctl: Kubectl, workload_cluster: tuple[Cluster, VirtualAgent], tmp_path: Path
+    ctl: Kubectl, workload_cluster: WorkloadCluster, tmp_path: Path
 ) -> None:
-    cluster, _ = workload_cluster
+    cluster = workload_cluster.cluster
     # An agent of its own for one node, so that this node alone falls silent when it is killed.
     agent = VirtualAgent(cluster, tmp_path, count=1, name=f"hush-{fixtures.random_suffix()}")
     node = f"{agent.name}-0"
@@ -471,6 +551,9 @@ def lease_renew_time(ctl: Kubectl, node: str) -> str:
     return ctl("get", "lease", node, "--namespace=kube-node-lease", "-o", "jsonpath={.spec.renewTime}")
 
 
+# The namespace controller's work: the real agent stopping deleted pods is the deployment
+# lifecycle's (scale to 0, delete), so on the virtual clusters only.
+@pytest.mark.parametrize("workload_cluster", ON_VIRTUAL_NODES, indirect=True)
 def test_deleting_a_namespace_removes_everything_in_it(ctl: Kubectl) -> None:
     ctl("create", "deployment", "doomed", "--image=registry.k8s.io/pause:3.9", "--replicas=2")
     ctl("create", "configmap", "doomed", "--from-literal=a=b")
@@ -482,8 +565,10 @@ def test_deleting_a_namespace_removes_everything_in_it(ctl: Kubectl) -> None:
     assert not get_json(ctl, "pods", "-n", namespace)["items"]
 
 
-def test_placement_and_failed_scheduling(ctl: Kubectl) -> None:
-    nodes = virtual_nodes(ctl)
+# Placement needs several nodes to choose from: the virtual clusters only.
+@pytest.mark.parametrize("workload_cluster", ON_VIRTUAL_NODES, indirect=True)
+def test_placement_and_failed_scheduling(ctl: Kubectl, workload_cluster: WorkloadCluster) -> None:
+    nodes = workload_cluster.nodes
     target = nodes[0]
     ctl("apply", "-f", "-", input=json.dumps(pod_on("pinned", [target])))
     ctl("wait", "pod/pinned", "--for=condition=PodScheduled", "--timeout=90s")
@@ -505,8 +590,10 @@ def test_placement_and_failed_scheduling(ctl: Kubectl) -> None:
     )
 
 
-def test_taints_keep_out_pods_without_the_toleration(ctl: Kubectl) -> None:
-    nodes = virtual_nodes(ctl)
+# A tainted node and an untainted one: the virtual clusters only.
+@pytest.mark.parametrize("workload_cluster", ON_VIRTUAL_NODES, indirect=True)
+def test_taints_keep_out_pods_without_the_toleration(ctl: Kubectl, workload_cluster: WorkloadCluster) -> None:
+    nodes = workload_cluster.nodes
     tainted, other = nodes[1], nodes[2]
     key = "e2e-dedicated"
     ctl("taint", "nodes", tainted, f"{key}={ctl.namespace}:NoSchedule")
@@ -586,6 +673,8 @@ def configmap_yaml(value: str) -> str:
 # -- RBAC aggregation ---------------------------------------------------------------------------------------
 
 
+# The API server's work, no node's: server-agent is the server profile again, so once per profile.
+@pytest.mark.parametrize("workload_cluster", ON_VIRTUAL_NODES, indirect=True)
 def test_aggregated_cluster_roles_show_their_rules(ctl: Kubectl) -> None:
     def rules(name: str) -> list[dict[str, Any]]:
         return get_json(ctl, "clusterrole", name).get("rules") or []
