@@ -61,7 +61,7 @@ def test_image_mapping(tmp_path: Path) -> None:
     assert images.normalize("registry.k8s.io/pause@sha256:abc") == ("registry.k8s.io/pause", "sha256:abc")
     host = images.resolve(tmp_path, "registry.k8s.io/pause:3.9")
     assert host.rootfs is None and host.image_id.startswith("sha256:")
-    assert images.argv(host, {}) == ["sleep", "infinity"]
+    assert images.argv(host, {}) == images.PAUSE
     (tmp_path / "app").mkdir()
     (tmp_path / "app.json").write_text('{"Entrypoint": ["/bin/app"], "Cmd": ["--serve"], "Env": ["X=1"]}')
     local = images.resolve(tmp_path, "app:latest")

@@ -21,9 +21,14 @@ from typing import Any
 from services.agent.runtimes import types
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# The pause image's binary sleeps until SIGTERM or SIGINT, then exits 0. ``sleep`` alone would not:
+# as pid 1 of a pod's pid namespace it ignores SIGTERM, and deleting the pod would take its whole
+# grace period. The shell's trap ends it at once; the runtime signals the process group, so the
+# ``sleep`` goes too.
+PAUSE = ["/bin/sh", "-c", 'trap "exit 0" TERM INT; sleep infinity & wait']
 WELL_KNOWN: dict[str, list[str]] = {
-    "pause": ["sleep", "infinity"],
-    "mirrored-pause": ["sleep", "infinity"],
+    "pause": PAUSE,
+    "mirrored-pause": PAUSE,
     "busybox": ["sh"],
     "alpine": ["/bin/sh"],
 }
