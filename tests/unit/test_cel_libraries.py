@@ -240,7 +240,40 @@ def crd_errors(rule: str) -> list[str]:
 
 def test_library_functions_compile_at_crd_time() -> None:
     for rule in ("isQuantity(self.value)", "format.dns1123Label().validate(self.value).hasValue()",
-                 "ip.isCanonical(self.value)", "format.named(self.value).hasValue()"):  # fmt: skip
+                 "ip.isCanonical(self.value)", "format.named(self.value).hasValue()",
+                 "strings.quote(self.value) != ''", "'%s'.format([self.value]) != ''"):  # fmt: skip
         assert crd_errors(rule) == [], rule
     (found,) = crd_errors("format.nope().validate(self.value).hasValue()")
     assert "undeclared reference to 'format' (in container '')" in found
+
+
+STRING_FORMAT_TRUE = [
+    "'%s and %d'.format(['a', 3]) == 'a and 3'",
+    "'%.2f|%e|%x|%X|%o|%b|%%'.format([3.14159, 1000.0, 255, 'hi', 8, 5]) == '3.14|1.000000e+03|ff|6869|10|101|%'",
+    "'%f'.format([2]) == '2.000000'",
+    "'%s'.format([[1, 'a', null, true]]) == '[1, \"a\", null, true]'",
+    "'%s'.format([{'b': 1, 'a': 'x'}]) == '{\"a\": \"x\", \"b\": 1}'",
+    "'%s'.format([duration('1h')]) == '3600s'",
+    "'%s'.format([timestamp('2023-02-03T23:31:20Z')]) == '2023-02-03T23:31:20Z'",
+    "strings.quote('a\\nb\"c') == '\"a\\\\nb\\\\\"c\"'",
+    "strings.quote('') == '\"\"'",
+    "self.value.format([self.other]) == 'hello world'",
+]
+
+
+@pytest.mark.parametrize("rule", STRING_FORMAT_TRUE)
+def test_string_format_and_quote(rule: str) -> None:
+    assert holds(rule, value="hello %s", other="world")
+    assert not holds(f"!({rule})", value="hello %s", other="world")
+
+
+@pytest.mark.parametrize(
+    ("rule", "error"),
+    [
+        ("'%d'.format([1.5]) == ''", "decimal clause can only be used on integers, was given double"),
+        ("'%s %s'.format([1]) == ''", "index 1 out of range"),
+        ("'%q'.format([1]) == ''", 'could not parse formatting clause: unrecognized formatting clause "q"'),
+    ],
+)
+def test_string_format_errors(rule: str, error: str) -> None:
+    assert error_of(rule) == error

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from services.apiserver.cel.library import formats, lists, net, opaque, quantity, semver, urls
+from services.apiserver.cel.library import formats, lists, net, opaque, quantity, semver, strfmt, urls
 
 _COMPARE: dict[opaque.Kind, Callable[[str, str], int]] = {
     opaque.Kind.QUANTITY: quantity.compare,
@@ -35,12 +35,12 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     **net.FUNCTIONS,
     **semver.FUNCTIONS,
     **formats.FUNCTIONS,
+    **strfmt.FUNCTIONS,
     "compareTo": _compare_to,
     "isLessThan": lambda value, other: _compare_to(value, other) < 0,
     "isGreaterThan": lambda value, other: _compare_to(value, other) > 0,
 }
 
 # Kubernetes functions not provided: a CRD naming them is accepted, as upstream accepts it, and a
-# rule calling one fails when it runs (``format`` here is the strings method, ``"%d".format([1])``;
-# ``authorizer`` belongs to admission policies, not CRDs).
-NOT_PROVIDED = frozenset({"mul", "div", "divInt", "format", "quote", "authorizer"})
+# rule calling one fails when it runs (``authorizer`` belongs to admission policies, not CRDs).
+NOT_PROVIDED = frozenset({"mul", "div", "divInt", "authorizer"})
