@@ -386,6 +386,7 @@ OPTIONS: tuple[Option, ...] = (
             ("etcd-s3-folder", "s3_folder", {"metavar": "FOLDER", "help": "folder (key prefix) in the bucket"}),
             ("etcd-s3-insecure", "s3_insecure", {"switch": True, "help": "plain HTTP to the S3 endpoint"}),
             ("etcd-s3-timeout", "s3_timeout", {"parse": parse_duration, "metavar": "DURATION", "help": "S3 request timeout (default 5m)"}),
+            ("etcd-s3-proxy", "s3_proxy", {"metavar": "URL", "help": "proxy for S3 requests (instead of HTTP(S)_PROXY)"}),
         )
     ),
 )  # fmt: skip
@@ -401,7 +402,7 @@ K3S_KNOWN_KEYS: frozenset[str] = frozenset(
     flannel-conf flannel-cni-conf egress-selector-mode servicelb-namespace write-kubeconfig-group
     helm-job-image agent-token agent-token-file cluster-init
     kube-apiserver-arg etcd-arg kube-cloud-controller-manager-arg kube-proxy-arg
-    etcd-expose-metrics etcd-s3-proxy
+    etcd-expose-metrics
     etcd-s3-config-secret default-local-storage-path disable-cloud-controller
     disable-kube-proxy disable-network-policy disable-helm-controller disable-apiserver
     disable-etcd

@@ -25,8 +25,11 @@ import base64
 import binascii
 import dataclasses
 import datetime
+import ipaddress
 import logging
 import ssl
+import urllib.parse
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -178,6 +181,8 @@ def _client(settings: snapshot_settings.SnapshotSettings, *, access: str, secret
         minio.helpers.check_bucket_name(settings.s3_bucket)
     except ValueError as exc:
         raise S3Error(f"etcd-s3-bucket: {exc}") from None
+    proxy = _proxy(settings)
+    http_client = urllib3.ProxyManager(proxy, **options) if proxy else urllib3.PoolManager(**options)
     try:
         return minio.Minio(
             settings.s3_endpoint,
@@ -185,10 +190,32 @@ def _client(settings: snapshot_settings.SnapshotSettings, *, access: str, secret
             secret_key=secret or None,
             secure=not settings.s3_insecure,
             region=settings.s3_region or None,
-            http_client=urllib3.PoolManager(**options),
+            http_client=http_client,
         )
     except ValueError as exc:
         raise S3Error(f"etcd-s3-endpoint {settings.s3_endpoint!r}: {exc} (give host[:port], no scheme)") from None
+
+
+def _proxy(settings: snapshot_settings.SnapshotSettings) -> str:
+    """The proxy for S3 requests: ``--etcd-s3-proxy``, else the environment's (HTTPS_PROXY or
+    HTTP_PROXY by the endpoint's scheme, unless NO_PROXY names the endpoint or, as Go's
+    ProxyFromEnvironment decides, the endpoint is localhost or a loopback address), else none."""
+    if settings.s3_proxy:
+        parsed = urllib.parse.urlsplit(settings.s3_proxy)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise S3Error(f"etcd-s3-proxy {settings.s3_proxy!r}: give http://host:port or https://host:port")
+        return settings.s3_proxy
+    host = urllib.parse.urlsplit(f"//{settings.s3_endpoint}").hostname or ""
+    if host == "localhost" or _is_loopback(host) or urllib.request.proxy_bypass(host):
+        return ""
+    return urllib.request.getproxies().get("http" if settings.s3_insecure else "https", "")
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _tls_context(settings: snapshot_settings.SnapshotSettings) -> ssl.SSLContext:

@@ -87,6 +87,11 @@ class SnapshotSettings(pydantic.BaseModel):
     s3_insecure: bool = pydantic.Field(
         default=False, description="--etcd-s3-insecure: plain HTTP instead of HTTPS."
     )
+    s3_proxy: str = pydantic.Field(
+        default="",
+        description="--etcd-s3-proxy: http(s)://host:port of a proxy for every S3 request; without it the "
+        "HTTP_PROXY/HTTPS_PROXY/NO_PROXY variables apply, as they do for K3s.",
+    )
     s3_timeout: float = pydantic.Field(
         default=300.0,
         gt=0,

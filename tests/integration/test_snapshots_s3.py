@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import http.client
+import http.server
 import io
 import logging
 import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -288,4 +292,79 @@ def test_missing_bucket_and_dead_endpoint_are_one_error_line(tmp_path: Path, s3:
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         f"k3s-supervisor: error: checking bucket {s3.bucket}: cannot reach http://{dead.endpoint}: Connection refused"
+    ]
+
+
+# -- through a proxy (--etcd-s3-proxy) --------------------------------------------------------------
+
+
+class ForwardProxy(http.server.ThreadingHTTPServer):
+    """A plain HTTP forward proxy: each request names its absolute URL, which it fetches; it keeps
+    the requests it relayed."""
+
+    def __init__(self) -> None:
+        self.relayed: list[str] = []
+        super().__init__(("127.0.0.1", 0), _Relay)
+
+
+class _Relay(http.server.BaseHTTPRequestHandler):
+    server: ForwardProxy
+    protocol_version = "HTTP/1.1"
+
+    def _relay(self) -> None:
+        target = urllib.parse.urlsplit(self.path)
+        self.server.relayed.append(f"{self.command} {target.path}")
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        upstream = http.client.HTTPConnection(target.netloc, timeout=30)
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("proxy-connection", "connection")}
+        upstream.request(self.command, urllib.parse.urlunsplit(("", "", target.path, target.query, "")), body, headers)
+        answer = upstream.getresponse()
+        data = answer.read()
+        self.send_response(answer.status)
+        for key, value in answer.getheaders():
+            if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                self.send_header(key, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+        upstream.close()
+
+    do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _relay
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def proxy() -> Iterator[ForwardProxy]:
+    server = ForwardProxy()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_save_and_ls_through_a_proxy(tmp_path: Path, s3: S3, proxy: ForwardProxy) -> None:
+    settings = settings_for(tmp_path, s3)
+    unit.make_database(settings)
+    data_dir = settings.supervisor.data_dir
+    via = ["--etcd-s3-proxy", f"http://127.0.0.1:{proxy.server_address[1]}"]
+    result = cli(data_dir, "save", "--name", "proxied", *s3.flags(), *via)
+    assert result.returncode == 0, result.stderr
+    name = result.stdout.splitlines()[0].split()[1]
+    assert s3.names() == [name]
+    assert f"PUT /{s3.bucket}/{FOLDER}/{name}" in proxy.relayed  # the upload went through the proxy
+    relayed = len(proxy.relayed)
+    listed = cli(data_dir, "ls", *s3.flags(), *via)
+    assert listed.returncode == 0 and f"s3://{s3.bucket}/{FOLDER}/{name}" in listed.stdout, listed.stderr
+    assert len(proxy.relayed) > relayed  # so did the listing
+    dead = cli(data_dir, "ls", *s3.flags(), "--etcd-s3-proxy", f"http://127.0.0.1:{e2e.free_port()}")
+    assert dead.returncode == 2 and len(dead.stderr.splitlines()) == 1, dead.stderr
+    bad = cli(data_dir, "ls", *s3.flags(), "--etcd-s3-proxy", "proxy:3128")
+    assert bad.returncode == 2
+    assert bad.stderr.splitlines() == [
+        "k3s-supervisor: error: etcd-s3-proxy 'proxy:3128': give http://host:port or https://host:port"
     ]
