@@ -272,12 +272,17 @@ def start_agent(server: SupervisorCluster, other: SupervisorCluster) -> subproce
     ]  # fmt: skip
     with server.log_path.with_name("agent.log").open("ab") as log:  # the child keeps its own descriptor
         agent = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=e2e.child_env())
-    wait_for_node_lease_renewal(other, AGENT_NODE, after=0)
-    balancer = server.data_dir.parent / "agent" / "agent" / "etc" / "k3s-agent-load-balancer.json"
-    deadline = time.monotonic() + FAILOVER_DEADLINE
-    while time.monotonic() < deadline and f":{other.port}" not in (balancer.read_text() if balancer.exists() else ""):
-        time.sleep(0.2)
-    assert f":{other.port}" in balancer.read_text(), "the agent did not learn the second server"
+    try:
+        wait_for_node_lease_renewal(other, AGENT_NODE, after=0)
+        balancer = server.data_dir.parent / "agent" / "agent" / "etc" / "k3s-agent-load-balancer.json"
+        deadline = time.monotonic() + FAILOVER_DEADLINE
+        while time.monotonic() < deadline and f":{other.port}" not in (balancer.read_text() if balancer.exists() else ""):
+            time.sleep(0.2)
+        assert f":{other.port}" in balancer.read_text(), "the agent did not learn the second server"
+    except BaseException:
+        agent.kill()  # the caller never gets it to stop: do not leave it running
+        agent.wait()
+        raise
     return agent
 
 
