@@ -108,8 +108,30 @@ class StartError(Exception):
     """A child did not become ready; the message carries the tail of its log."""
 
 
+class Stoppable:
+    """A subprocess in ``self.process`` that can be killed or stopped (SIGTERM, then SIGKILL)."""
+
+    process: subprocess.Popen[bytes] | None
+
+    def kill(self) -> None:
+        """SIGKILL, no chance to flush or clean up; then reap."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if the child has not exited within STOP_DEADLINE. Idempotent."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(STOP_DEADLINE)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+
 @dataclasses.dataclass(kw_only=True)
-class Child:
+class Child(Stoppable):
     """A server subprocess on a loopback port, with its output in ``log_path``."""
 
     name: str
@@ -164,22 +186,6 @@ class Child:
                 return True
             time.sleep(0.05)
         return False
-
-    def kill(self) -> None:
-        """SIGKILL, no chance to flush or clean up; then reap."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait()
-
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL if the child has not exited within STOP_DEADLINE. Idempotent."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(STOP_DEADLINE)
-        except subprocess.TimeoutExpired:
-            self.kill()
 
     def log_tail(self, limit: int = 20_000) -> str:
         try:

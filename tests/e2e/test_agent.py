@@ -49,7 +49,7 @@ def fixtures() -> Any:
 wait_for = e2e.wait_for
 
 
-class AgentProcess:
+class AgentProcess(e2e.Stoppable):
     """``k3s-supervisor run agent`` as a second machine would run it."""
 
     def __init__(self, cluster: Cluster, data_dir: Path, *, token: str, name: str) -> None:
@@ -76,19 +76,6 @@ class AgentProcess:
     def run_to_exit(self, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run(self.command(), capture_output=True, text=True, env=self.env(), timeout=timeout)
 
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait()
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.kill()
 
 
 def marked_processes() -> list[int]:
